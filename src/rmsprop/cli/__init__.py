@@ -1,0 +1,1 @@
+"""The command line: ``rmsprop demo | bench | presets | explain | diff`` (also ``python -m rmsprop``)."""

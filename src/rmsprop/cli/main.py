@@ -1,0 +1,54 @@
+"""Argument parsing and dispatch. ``main(argv) -> exit code``; nothing here exits the process."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rmsprop",
+        description="RMSprop, every framework's variant, exactly: see what it does, compare, measure.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run the demo and write an HTML report with plots")
+    demo.add_argument("--out", type=Path, default=Path("rmsprop-report"), help="output folder")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--quick", action="store_true", help="a shorter run (under 20 s)")
+
+    sub.add_parser("presets", help="the table of presets and their switches")
+
+    explain = sub.add_parser("explain", help="the exact update equations a preset runs")
+    explain.add_argument("preset")
+
+    diff = sub.add_parser(
+        "diff", help="which switches differ between two presets, and what each does"
+    )
+    diff.add_argument("a")
+    diff.add_argument("b")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(out=args.out, seed=args.seed, quick=args.quick)
+        from . import tables
+
+        if args.command == "presets":
+            return tables.show_presets()
+        if args.command == "explain":
+            return tables.show_explain(args.preset)
+        if args.command == "diff":
+            return tables.show_diff(args.a, args.b)
+    except (ValueError, ImportError) as err:
+        print(f"rmsprop {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 1  # pragma: no cover - argparse rejects unknown commands

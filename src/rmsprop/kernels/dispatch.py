@@ -1,0 +1,85 @@
+"""Which implementation runs a group of tensors.
+
+``choose(impl, foreach, params, differentiable)``: an explicit ``impl`` that cannot run
+the tensors raises ``RuntimeError`` with the reason; ``"auto"`` never degrades silently
+to something the user did not ask for (it picks among correct implementations only).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from functools import cache
+
+import torch
+from torch import Tensor
+
+IMPLS = ("auto", "single", "foreach", "numba", "triton", "compiled")
+KERNELS = {"numba": "numba_cpu", "triton": "triton_cuda", "compiled": "compiled"}
+
+
+@cache
+def unavailable_reason(name: str) -> str | None:
+    """Why back end ``name`` cannot load here, or None if it can."""
+    if name not in KERNELS:
+        return None
+    try:
+        importlib.import_module(f"{__package__}.{KERNELS[name]}")
+    except ImportError as err:
+        return str(err)
+    return None
+
+
+def available_backends() -> dict[str, Callable[..., None]]:
+    """name -> step function of every fused back end that loads here."""
+    out = {}
+    for name, module in KERNELS.items():
+        if unavailable_reason(name) is None:
+            out[name] = importlib.import_module(f"{__package__}.{module}").step
+    return out
+
+
+def _check_devices(impl: str, params: list[Tensor]) -> None:
+    devices = {p.device.type for p in params}
+    if impl == "numba" and devices != {"cpu"}:
+        raise RuntimeError(f"impl='numba' runs on CPU tensors only (got devices {sorted(devices)})")
+    if impl == "triton" and devices != {"cuda"}:
+        raise RuntimeError(
+            f"impl='triton' runs on CUDA tensors only (got devices {sorted(devices)})"
+        )
+
+
+def _fused_can_run(impl: str, params: list[Tensor]) -> bool:
+    if unavailable_reason(impl) is not None:
+        return False
+    device = "cpu" if impl == "numba" else "cuda"
+    return all(p.device.type == device and p.dtype in (torch.float32, torch.float64)
+               and not torch.is_complex(p) for p in params)  # fmt: skip
+
+
+def choose(impl: str, foreach: bool | None, params: list[Tensor], differentiable: bool) -> str:
+    if impl not in IMPLS:
+        raise ValueError(
+            f"impl={impl!r} is invalid: it must be one of {', '.join(map(repr, IMPLS))}"
+        )
+    if foreach is not None and impl not in ("auto", "foreach" if foreach else "single"):
+        raise ValueError(f"foreach={foreach} contradicts impl={impl!r}; set one of them")
+    if impl == "auto":
+        if differentiable or foreach is False:
+            return "single"
+        if foreach:
+            return "foreach"
+        for fused in ("triton", "numba"):
+            if _fused_can_run(fused, params):
+                return fused
+        return "foreach" if all(p.device.type == "cuda" for p in params) else "single"
+    if differentiable and impl != "single":
+        raise RuntimeError(f"differentiable=True needs impl='single' (got impl={impl!r})")
+    if impl in KERNELS:
+        reason = unavailable_reason(impl)
+        if reason is not None:
+            raise RuntimeError(f"impl={impl!r} is not available here: {reason}")
+        _check_devices(impl, params)
+        if impl != "compiled" and any(torch.is_complex(p) for p in params):
+            raise RuntimeError(f"impl={impl!r} does not support complex parameters; use 'foreach'")
+    return impl

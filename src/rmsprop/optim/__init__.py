@@ -1,0 +1,6 @@
+"""The PyTorch side: ``RMSprop`` (a ``torch.optim.Optimizer``) and the functional API."""
+
+from .functional import rmsprop
+from .rmsprop import RMSprop
+
+__all__ = ["RMSprop", "rmsprop"]

@@ -1,0 +1,117 @@
+"""The single-tensor path: one parameter at a time, readable, the torch-side oracle.
+
+With torch's switches (eps outside, v0 = 0, lr outside momentum, coupled decay,
+``ema_form="torch"``) every operation is the one ``torch.optim.RMSprop``'s
+``_single_tensor_rmsprop`` performs, in the same order, so results are equal bit for bit.
+Step numbers refer to :data:`rmsprop.algorithm.ALGORITHM`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._common import Hyper, as_real, step_value, to_scalar_lr, upcast
+
+
+def ema_square_(square_avg: Tensor, grad: Tensor, alpha: float, form: str) -> None:
+    """(4) ``v ← α v + (1 − α) g²`` in place, written as ``form`` writes it."""
+    if form == "delta":
+        square_avg.add_(grad * grad - square_avg, alpha=1 - alpha)  # timm / TF kernels
+    else:
+        square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)  # torch / Keras / optax
+
+
+def ema_mean_(grad_avg: Tensor, grad: Tensor, alpha: float, form: str) -> None:
+    """(5) ``ḡ ← α ḡ + (1 − α) g`` in place."""
+    if form == "torch":
+        grad_avg.lerp_(grad, 1 - alpha)
+    elif form == "delta":
+        grad_avg.add_(grad - grad_avg, alpha=1 - alpha)
+    else:
+        grad_avg.mul_(alpha).add_(grad, alpha=1 - alpha)
+
+
+def denominator(square_avg: Tensor, grad_avg: Tensor | None, step: float, hp: Hyper) -> Tensor:
+    """(6)-(7) ``d = sqrt(s) + eps`` or ``sqrt(s + eps)``, ``s = v̂ − ḡ̂²``; a new tensor."""
+    if hp.bias_correction:  # (6)
+        correction = 1 - hp.alpha**step
+        s = square_avg / correction
+        if grad_avg is not None:
+            s.addcmul_(grad_avg, grad_avg, value=-1 / correction**2)
+    elif grad_avg is not None:
+        s = square_avg.addcmul(grad_avg, grad_avg, value=-1)
+    else:
+        s = square_avg  # not copied: (7) below makes the new tensor
+    if grad_avg is not None and hp.centered_clamp:
+        s = s.clamp_min_(0)
+    if hp.eps_in_sqrt:  # (7)
+        return s.add(hp.eps).sqrt_()
+    avg = s.sqrt() if s is square_avg else s.sqrt_()
+    return avg.add(hp.eps) if hp.differentiable else avg.add_(hp.eps)
+
+
+def apply_step_(
+    param: Tensor, grad: Tensor, avg: Tensor, buf: Tensor | None, lr, hp: Hyper
+) -> None:
+    """(8)-(10) ``u = g / d``; momentum with the lr inside or outside; ``θ ← θ − Δ``."""
+    if buf is None:
+        param.addcdiv_(grad, avg, value=-lr)
+    elif hp.lr_in_momentum:
+        buf.mul_(hp.momentum).addcdiv_(grad, avg, value=lr)
+        if hp.nesterov:
+            param.add_(buf, alpha=-hp.momentum).addcdiv_(grad, avg, value=-lr)
+        else:
+            param.sub_(buf)
+    else:
+        buf.mul_(hp.momentum).addcdiv_(grad, avg)
+        if hp.nesterov:
+            param.addcdiv_(grad, avg, value=-lr).add_(buf, alpha=-lr * hp.momentum)
+        else:
+            param.add_(buf, alpha=-lr)
+
+
+def update_one_(
+    param: Tensor,
+    grad: Tensor,
+    square_avg: Tensor,
+    grad_avg: Tensor | None,
+    buf: Tensor | None,
+    step: Tensor,
+    lr,
+    hp: Hyper,
+) -> None:
+    """One parameter, steps (1)-(10). Gradient clipping (2) happened before."""
+    grad = -grad if hp.maximize else grad  # (1)
+    step += 1
+    if hp.weight_decay != 0:  # (3)
+        if hp.decoupled_weight_decay:
+            param.mul_(1 - lr * hp.weight_decay)
+        else:
+            grad = grad.add(param, alpha=hp.weight_decay)
+    if torch.is_complex(param):  # each of re, im is a coordinate (torch's convention)
+        param, grad, square_avg, grad_avg, buf = as_real(param, grad, square_avg, grad_avg, buf)
+    ema_square_(square_avg, grad, hp.alpha, hp.ema_form)  # (4)
+    if grad_avg is not None:
+        ema_mean_(grad_avg, grad, hp.alpha, hp.ema_form)  # (5)
+    avg = denominator(square_avg, grad_avg, step_value(step) if hp.bias_correction else 0.0, hp)
+    apply_step_(param, grad, avg, buf, lr, hp)  # (8)-(10)
+
+
+def single_tensor_rmsprop(
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    grad_avgs: list[Tensor | None],
+    momentum_buffers: list[Tensor | None],
+    state_steps: list[Tensor],
+    *,
+    lr,
+    hp: Hyper,
+) -> None:
+    """Update each parameter in turn. fp16/bf16 tensors compute in fp32 (see ``upcast``)."""
+    lr = to_scalar_lr(lr)
+    for i, param in enumerate(params):
+        tensors = (param, grads[i], square_avgs[i], grad_avgs[i], momentum_buffers[i])
+        with upcast(tensors) as (p, g, v, m, b):
+            update_one_(p, g, v, m, b, state_steps[i], lr, hp)

@@ -1,0 +1,357 @@
+"""``rmsprop.RMSprop``: a drop-in for ``torch.optim.RMSprop`` with every framework's switches."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiable
+
+from .._validation import NON_NEGATIVE, check_choice, check_real, validate_hyperparameters
+from ..algorithm import ALGORITHM
+from ..presets import get_preset
+from ._common import Hyper
+from ._sparse import densify, is_sparse, lazy_sparse_rmsprop_
+from .functional import IMPLS
+from .functional import rmsprop as functional_rmsprop
+
+STATE_DTYPES = (None, torch.float32)
+SPARSE_MODES = (None, "lazy", "dense")
+GROUP_KEYS = (
+    "lr", "alpha", "eps", "weight_decay", "momentum", "centered", "capturable", "foreach",
+    "maximize", "differentiable", "eps_in_sqrt", "initial_accumulator_value", "nesterov",
+    "lr_in_momentum", "decoupled_weight_decay", "bias_correction", "clipvalue", "clipnorm",
+    "global_clipnorm", "impl", "state_dtype", "ema_form", "centered_clamp", "sparse_mode",
+)  # fmt: skip
+STATE_KEYS = ("step", "square_avg", "momentum_buffer", "grad_avg")
+
+
+def check_torch_lr(lr: Any) -> float | Tensor:
+    """A float >= 0, or a 1-element tensor >= 0 (as torch accepts)."""
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1:
+            raise ValueError(f"lr: a Tensor lr must have 1 element, got shape {tuple(lr.shape)}")
+        check_real("lr", float(lr.detach().reshape(())), NON_NEGATIVE)
+        return lr
+    return check_real("lr", lr, NON_NEGATIVE)
+
+
+def _check_group(group: dict[str, Any]) -> dict[str, Any]:
+    """Validate one parameter group's hyperparameters (construction, add_param_group, load)."""
+    hp = {k: v for k, v in group.items() if k in GROUP_KEYS}
+    special = {k: hp.pop(k) for k in ("foreach", "impl", "state_dtype", "sparse_mode") if k in hp}
+    checked = validate_hyperparameters(hp, lr_check=check_torch_lr)
+    if "foreach" in special and special["foreach"] not in (None, True, False):
+        raise TypeError(f"foreach must be None, True or False, got {special['foreach']!r}")
+    if "impl" in special:
+        check_choice("impl", special["impl"], IMPLS)
+    if "state_dtype" in special and special["state_dtype"] not in STATE_DTYPES:
+        raise ValueError(
+            f"state_dtype={special['state_dtype']!r} is not supported: it must be None "
+            "(the parameter's dtype) or torch.float32"
+        )
+    if "sparse_mode" in special:
+        check_choice("sparse_mode", special["sparse_mode"], SPARSE_MODES)
+    return {**group, **checked, **special}
+
+
+class RMSprop(Optimizer):
+    __doc__ = (
+        r"""RMSprop with every framework's variant; a drop-in for ``torch.optim.RMSprop``.
+
+    With its defaults (and any of torch's own arguments) it runs ``torch.optim.RMSprop``'s
+    algorithm with the same operations in the same order: results are equal bit for bit,
+    for the for-loop (``foreach=False``) and foreach paths, and ``state_dict`` uses torch's
+    keys (``step``, ``square_avg``, ``momentum_buffer``, ``grad_avg``), so checkpoints move
+    both ways. The keyword-only switches reproduce Keras, TF1, optax and timm exactly; the
+    easiest way to set them is :meth:`from_preset`.
+
+    The algorithm (step numbers appear as comments in every implementation)::
+
+"""
+        + "\n".join("        " + line for line in ALGORITHM.splitlines())
+        + r"""
+
+    Args:
+      params: parameters or parameter groups (dicts may set any argument below per group).
+      lr: learning rate (default 1e-2): a float or a 1-element tensor.
+      alpha: decay of the moving averages, in [0, 1) (default 0.99).
+      eps: added to the denominator (default 1e-8).
+      weight_decay: λ (default 0): coupled L2 unless ``decoupled_weight_decay``.
+      momentum: heavy-ball momentum in [0, 1) (default 0).
+      centered: divide by the root of the variance ``v - ḡ²`` (default False).
+      capturable, foreach, maximize, differentiable: as in ``torch.optim.RMSprop``.
+      eps_in_sqrt: ``sqrt(v + eps)`` (Keras, TF1, optax, timm) instead of ``sqrt(v) + eps``.
+      initial_accumulator_value: start of ``square_avg`` (TF1, timm ``RMSpropTF``: 1).
+      nesterov: Nesterov momentum (optax); needs ``momentum > 0``.
+      lr_in_momentum: the lr multiplies the gradient before the buffer (TF1, Keras, optax,
+        timm); by default the buffer is multiplied by the lr (torch).
+      decoupled_weight_decay: ``θ ← θ(1 − lr·λ)`` before the step (Keras 3, timm
+        ``decoupled_decay``) instead of ``g ← g + λθ``.
+      bias_correction: divide the averages by ``1 − alphaᵗ`` (optax).
+      clipvalue, clipnorm, global_clipnorm: Keras's gradient clipping (at most one; the
+        global norm is over the parameter group). ``p.grad`` itself is not modified.
+      impl: ``"auto"``, ``"single"``, ``"foreach"``, ``"numba"``, ``"triton"`` or
+        ``"compiled"``. An explicit choice that cannot run raises and says why.
+      state_dtype: ``None`` (the parameter's dtype, as torch) or ``torch.float32``.
+      nonfinite: ``"update"`` (torch: NaN/Inf flow into the update), ``"skip"`` (a step
+        with a non-finite gradient changes nothing and is counted in ``skipped_steps``) or
+        ``"raise"`` (``FloatingPointError`` before anything changes).
+      ema_form: ``"torch"``, ``"multiply"`` or ``"delta"``: how the averages are written
+        (the same math; the last bits of a framework). See ``rmsprop.algorithm``.
+      centered_clamp: clamp ``v − ḡ²`` at 0 so rounding cannot make the centered sqrt NaN.
+      sparse_mode: for sparse gradients, ``"lazy"`` (default: only the rows present are
+        updated, TF ``SparseApplyRMSProp`` semantics) or ``"dense"`` (exactly dense).
+
+    Differences from torch.optim.RMSprop:
+      Same results with the same arguments, except: fp16/bf16 parameters are updated with
+      fp32 math (torch computes in fp16, where a gradient of 300 squared overflows);
+      ``alpha`` and ``momentum`` must be below 1 (torch accepts any value >= 0); turning
+      ``momentum`` or ``centered`` on after the first step works (torch raises KeyError);
+      sparse gradients are supported (torch raises).
+
+    Differences from Keras / TF1 / optax / timm:
+      None in the algorithm, with the preset's switches (``from_preset``): Keras's
+      ``rho`` is ``alpha``, TF1/optax ``decay`` is ``alpha``, optax ``initial_scale`` is
+      ``initial_accumulator_value``, timm ``decoupled_decay`` is ``decoupled_weight_decay``.
+      Keras stores a float lr in a float32 variable; TF1 turns Python-float
+      hyperparameters into float32 tensors: in float64 this library uses your values as given.
+
+    Example:
+      >>> import torch, rmsprop
+      >>> model = torch.nn.Linear(3, 1)
+      >>> opt = rmsprop.RMSprop(model.parameters(), lr=0.01)            # torch.optim.RMSprop
+      >>> opt = rmsprop.RMSprop.from_preset(model.parameters(), "tf1", lr=0.01, momentum=0.9)
+      >>> model(torch.ones(2, 3)).sum().backward(); opt.step(); opt.zero_grad()
+    """
+    )
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | Tensor = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+        *,
+        eps_in_sqrt: bool = False,
+        initial_accumulator_value: float = 0.0,
+        nesterov: bool = False,
+        lr_in_momentum: bool = False,
+        decoupled_weight_decay: bool = False,
+        bias_correction: bool = False,
+        clipvalue: float | None = None,
+        clipnorm: float | None = None,
+        global_clipnorm: float | None = None,
+        impl: str = "auto",
+        state_dtype: torch.dtype | None = None,
+        nonfinite: str = "update",
+        ema_form: str = "torch",
+        centered_clamp: bool = False,
+        sparse_mode: str | None = None,
+    ) -> None:
+        defaults = _check_group(
+            {
+                "lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay,
+                "momentum": momentum, "centered": centered, "capturable": capturable,
+                "foreach": foreach, "maximize": maximize, "differentiable": differentiable,
+                "eps_in_sqrt": eps_in_sqrt, "initial_accumulator_value": initial_accumulator_value,
+                "nesterov": nesterov, "lr_in_momentum": lr_in_momentum,
+                "decoupled_weight_decay": decoupled_weight_decay, "bias_correction": bias_correction,
+                "clipvalue": clipvalue, "clipnorm": clipnorm, "global_clipnorm": global_clipnorm,
+                "impl": impl, "state_dtype": state_dtype, "ema_form": ema_form,
+                "centered_clamp": centered_clamp, "sparse_mode": sparse_mode,
+            }
+        )  # fmt: skip
+        self.nonfinite = check_choice("nonfinite", nonfinite, ("update", "skip", "raise"))
+        self.skipped_steps = 0
+        self.last_impl: dict[int, str] = {}
+        super().__init__(params, defaults)
+
+    @classmethod
+    def from_preset(cls, params: Iterable[Any], name: str, **overrides: Any) -> RMSprop:
+        """The optimizer with preset ``name``'s switches (``rmsprop.PRESETS``); overrides win.
+
+        >>> import torch, rmsprop
+        >>> opt = rmsprop.RMSprop.from_preset([torch.zeros(3, requires_grad=True)], "keras", lr=0.1)
+        """
+        return cls(params, **get_preset(name).hyperparameters(**overrides))
+
+    # ------------------------------------------------------------------ groups and state
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """As torch's, with the group's hyperparameters validated first."""
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            self.param_groups[-1] = _check_group(group)
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("nonfinite", "update")
+        self.__dict__.setdefault("skipped_steps", 0)
+        self.__dict__.setdefault("last_impl", {})
+        for group in self.param_groups:
+            for key in GROUP_KEYS:
+                group.setdefault(key, self.defaults[key])
+            for p in group["params"]:
+                st = self.state.get(p, {})
+                if st and "step" in st and not torch.is_tensor(st["step"]):
+                    st["step"] = torch.tensor(float(st["step"]), dtype=_get_scalar_dtype())
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["skipped_steps"] = self.skipped_steps
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As torch's, after checking the checkpoint against the parameters: a mismatch
+        raises ``ValueError`` and leaves the optimizer as it was."""
+        from ._checkpoint import check_state_dict
+
+        check_state_dict(self, state_dict)
+        saved_skips = state_dict.get("skipped_steps", 0)
+        super().load_state_dict(state_dict)
+        self.skipped_steps = int(saved_skips)
+        for group in self.param_groups:  # torch casts state to the param dtype; undo that
+            if group["state_dtype"] is not None:
+                for p in group["params"]:
+                    for key in ("square_avg", "momentum_buffer", "grad_avg"):
+                        tensor = self.state.get(p, {}).get(key)
+                        if tensor is not None and not torch.is_complex(tensor):
+                            self.state[p][key] = tensor.to(group["state_dtype"])
+
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """State created on demand: switching momentum or centered on later works."""
+        state = self.state[p]
+        dtype = (
+            p.dtype if group["state_dtype"] is None or torch.is_complex(p) else group["state_dtype"]
+        )
+        if "step" not in state:
+            device = p.device if group["capturable"] else None
+            state["step"] = torch.zeros((), dtype=_get_scalar_dtype(), device=device)
+        if "square_avg" not in state:
+            state["square_avg"] = torch.full_like(
+                p,
+                group["initial_accumulator_value"],
+                dtype=dtype,
+                memory_format=torch.preserve_format,
+            )
+        for key, wanted in (
+            ("momentum_buffer", group["momentum"] > 0),
+            ("grad_avg", group["centered"]),
+        ):
+            if wanted and key not in state:
+                state[key] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+        return state
+
+    # ------------------------------------------------------------------ the step
+    def _grads(self) -> list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]:
+        """(2) per group: params with a gradient, and their gradients after clipping."""
+        out = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            grads = clip_gradients([p.grad for p in params], group)
+            out.append((group, params, grads))
+        return out
+
+    def _all_finite(self, work: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]) -> bool:
+        flags = [
+            torch.isfinite(g._values() if g.is_sparse else g).all()
+            for _, _, grads in work
+            for g in grads
+        ]
+        return bool(torch.stack(flags).all()) if flags else True
+
+    @_use_grad_for_differentiable
+    def step(self, closure=None):  # type: ignore[override]
+        """One optimization step. ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = self._grads()
+        if self.nonfinite != "update" and not self._all_finite(work):
+            if self.nonfinite == "raise":
+                raise FloatingPointError(
+                    "a gradient contains NaN or Inf; nothing was updated (nonfinite='raise')"
+                )
+            self.skipped_steps += 1
+            return loss
+        for index, (group, params, grads) in enumerate(work):
+            self.last_impl[index] = self._step_group(group, params, grads)
+        return loss
+
+    def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> str:
+        hp = Hyper.from_group(group)
+        dense: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        used = "none"
+        for p, g in zip(params, grads):
+            state = self._init_state(p, group)
+            tensors = (p, g, state["square_avg"], state.get("grad_avg") if hp.centered else None,
+                       state.get("momentum_buffer") if hp.momentum > 0 else None, state["step"])  # fmt: skip
+            if is_sparse(g):
+                if group["sparse_mode"] == "dense":
+                    tensors = (p, densify(g), *tensors[2:])
+                else:
+                    lazy_sparse_rmsprop_(*tensors, lr=group["lr"], hp=hp)
+                    used = "sparse-lazy"
+                    continue
+            for bucket, tensor in zip(dense, tensors):
+                bucket.append(tensor)
+        if dense[0]:
+            used = functional_rmsprop(
+                *dense, lr=group["lr"], hp=hp, impl=group["impl"], foreach=group["foreach"],
+                capturable=group["capturable"],
+            )  # fmt: skip
+        return used
+
+
+# ---------------------------------------------------------------------- clipping (2)
+def clip_gradients(grads: list[Tensor], group: dict[str, Any]) -> list[Tensor]:
+    """Keras's clipping, on copies (``p.grad`` is left as it is)."""
+    if group["clipvalue"] is not None:
+        c = group["clipvalue"]
+        return [_map_values(g, lambda v, c=c: _clamp(v, c)) for g in grads]
+    if group["clipnorm"] is not None:
+        c = group["clipnorm"]
+        return [_map_values(g, lambda v, c=c: v * c / torch.clamp_min(_norm(v), c)) for g in grads]
+    if group["global_clipnorm"] is not None and grads:
+        c = group["global_clipnorm"]
+        total = torch.linalg.vector_norm(torch.stack([_norm(_values(g)).double() for g in grads]))
+        scale = c / max(float(total), c) if math.isfinite(float(total)) else float("nan")
+        return [_map_values(g, lambda v: v * scale) for g in grads]
+    return grads
+
+
+def _values(g: Tensor) -> Tensor:
+    return g.coalesce().values() if g.is_sparse else g
+
+
+def _map_values(g: Tensor, fn) -> Tensor:
+    if not g.is_sparse:
+        return fn(g)
+    g = g.coalesce()
+    return torch.sparse_coo_tensor(g.indices(), fn(g.values()), g.shape).coalesce()
+
+
+def _norm(v: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(v)
+
+
+def _clamp(v: Tensor, c: float) -> Tensor:
+    if torch.is_complex(v):
+        return torch.view_as_complex(torch.view_as_real(v).clamp(-c, c).contiguous())
+    return v.clamp(-c, c)
