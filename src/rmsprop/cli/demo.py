@@ -168,7 +168,9 @@ def section_race(report: Report, out: Path, quick: bool, result: DemoResult, pro
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
         x0, x1, y0, y1 = surface.extent
         gx, gy = np.meshgrid(np.linspace(x0, x1, 200), np.linspace(y0, y1, 200))
-        zz = np.vectorize(lambda a, b: surface.loss(np.array([a, b])))(gx, gy)
+        zz = np.array(
+            [[surface.loss(np.array([a, b])) for a, b in zip(rx, ry)] for rx, ry in zip(gx, gy)]
+        )
         ax1.contour(gx, gy, np.log10(zz + 1e-3), levels=25, cmap="Greys", linewidths=0.6)
         for name, (lr, run) in runs.items():
             path = run.path[: min(len(run.path), 400)]
@@ -182,8 +184,8 @@ def section_race(report: Report, out: Path, quick: bool, result: DemoResult, pro
         ax2.set_title("loss until the tolerance (dotted)")
         png = _save(fig, out, f"race_{key}.png", result)
         s.figures.append((png, f"{surface.name}: trajectories over the contours, and the loss."))
-    s.tables.insert(0, ("Steps to reach loss < 1e-3 (best lr of the grid for each)",
-                        ["problem", "optimizer", "best lr", "steps to tolerance", "final loss"], rows))  # fmt: skip
+    header = ["problem", "optimizer", "best lr", "steps to tolerance", "final loss"]
+    s.tables.insert(0, ("Steps to reach loss < 1e-3 (best lr of the grid for each)", header, rows))
 
 
 # ----------------------------------------------------------------------------------------
