@@ -126,3 +126,20 @@ def dyadic_clip_problem(seed: int, kind: str, steps: int = 100):
     t = np.arange(steps)
     lrs = (0.01 * (0.55 + 0.45 * np.cos(t / 9.0))).astype(np.float32).astype(np.float64)
     return params, grads, lrs
+
+
+def optimizer_trajectory(make_opt, params0, grads, lrs, dtype=None):
+    """Run a torch optimizer (``make_opt(params) -> opt``) with lr set before each step."""
+    import torch
+
+    params = [torch.tensor(p, dtype=dtype, requires_grad=True) for p in params0]
+    opt = make_opt(params)
+    out = []
+    for g, rate in zip(grads, lrs):
+        for group in opt.param_groups:
+            group["lr"] = float(rate)
+        for p, gi in zip(params, g):
+            p.grad = torch.tensor(gi, dtype=p.dtype)
+        opt.step()
+        out.append([p.detach().clone() for p in params])
+    return out, opt

@@ -6,9 +6,9 @@ torch.optim.SGD/Adagrad directly. Each configuration is a preset plus overrides.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
+from frameworks import keras_trajectory, optax_trajectory, torch_trajectory
 from parity_data import (
     assert_close_f64,
     dyadic_clip_problem,
@@ -42,44 +42,6 @@ KERAS_CASES = {
     "graves": ("graves", {}),
     "dqn": ("dqn", {}),
 }
-
-
-def keras_trajectory(hp, params0, grads, lrs):
-    keras = pytest.importorskip("keras")
-    import torch
-
-    if keras.backend.backend() != "torch":
-        pytest.skip("Keras parity runs on the torch backend (KERAS_BACKEND=torch)")
-    # With the default floatx (float32) Keras keeps its lr variable, the decoupled decay
-    # factor 1 - wd*lr and the clipping scales in float32 even for float64 variables;
-    # floatx=float64 makes the whole Keras step float64, so the comparison is exact.
-    floatx = keras.config.floatx()
-    keras.config.set_floatx("float64")
-    try:
-        return _keras_run(keras, torch, hp, params0, grads, lrs)
-    finally:
-        keras.config.set_floatx(floatx)
-
-
-def _keras_run(keras, torch, hp, params0, grads, lrs):
-    opt = keras.optimizers.RMSprop(
-        learning_rate=float(lrs[0]),
-        rho=hp["alpha"],
-        momentum=hp["momentum"],
-        epsilon=hp["eps"],
-        centered=hp["centered"],
-        weight_decay=hp["weight_decay"] or None,
-        clipnorm=hp.get("clipnorm"),
-        clipvalue=hp.get("clipvalue"),
-        global_clipnorm=hp.get("global_clipnorm"),
-    )
-    variables = [keras.Variable(p, dtype="float64") for p in params0]
-    out = []
-    for g, rate in zip(grads, lrs):
-        opt.learning_rate = float(rate)
-        opt.apply_gradients([(torch.tensor(gi), v) for gi, v in zip(g, variables)])
-        out.append([keras.ops.convert_to_numpy(v.value).copy() for v in variables])
-    return out
 
 
 @pytest.mark.parametrize("case", KERAS_CASES)
@@ -116,34 +78,6 @@ OPTAX_CASES = {
 }
 
 
-def optax_trajectory(hp, params0, grads, lrs):
-    jax = pytest.importorskip("jax")
-    optax = pytest.importorskip("optax")
-    jax.config.update("jax_enable_x64", True)
-    import jax.numpy as jnp
-
-    lr_table = jnp.asarray(lrs)
-    tx = optax.rmsprop(
-        learning_rate=lambda count: lr_table[count],
-        decay=hp["alpha"],
-        eps=hp["eps"],
-        initial_scale=hp["initial_accumulator_value"],
-        eps_in_sqrt=hp["eps_in_sqrt"],
-        centered=hp["centered"],
-        momentum=hp["momentum"] or None,
-        nesterov=hp["nesterov"],
-        bias_correction=hp["bias_correction"],
-    )
-    params = [jnp.asarray(p, dtype=jnp.float64) for p in params0]
-    state = tx.init(params)
-    out = []
-    for g in grads:
-        updates, state = tx.update([jnp.asarray(gi) for gi in g], state, params)
-        params = optax.apply_updates(params, updates)
-        out.append([np.asarray(p) for p in params])
-    return out
-
-
 @pytest.mark.parametrize("case", OPTAX_CASES)
 def test_reference_matches_optax(case):
     preset, overrides = OPTAX_CASES[case]
@@ -165,20 +99,6 @@ TORCH_CASES = {
     "torch_maximize_wd": {"maximize": True, "weight_decay": 0.1},
     "torch_alpha_below_half": {"alpha": 0.3, "centered": True},  # lerp's other branch
 }
-
-
-def torch_trajectory(make_opt, params0, grads, lrs):
-    torch = pytest.importorskip("torch")
-    params = [torch.tensor(p, requires_grad=True) for p in params0]
-    opt = make_opt(params)
-    out = []
-    for g, rate in zip(grads, lrs):
-        opt.param_groups[0]["lr"] = float(rate)
-        for p, gi in zip(params, g):
-            p.grad = torch.tensor(gi)
-        opt.step()
-        out.append([p.detach().numpy().copy() for p in params])
-    return out
 
 
 @pytest.mark.parametrize("case", TORCH_CASES)

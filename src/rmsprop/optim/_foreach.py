@@ -45,7 +45,8 @@ def _denominators(
         corrections = [1 - hp.alpha ** step_value(s) for s in steps]
         s = torch._foreach_div(square_avgs, corrections)
         if grad_avgs is not None:
-            torch._foreach_addcmul_(s, grad_avgs, grad_avgs, [-1 / c**2 for c in corrections])
+            means = torch._foreach_div(grad_avgs, corrections)
+            torch._foreach_addcmul_(s, means, means, value=-1)
     elif grad_avgs is not None:
         s = torch._foreach_addcmul(square_avgs, grad_avgs, grad_avgs, value=-1)
     else:

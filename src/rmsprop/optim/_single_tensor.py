@@ -38,7 +38,8 @@ def denominator(square_avg: Tensor, grad_avg: Tensor | None, step: float, hp: Hy
         correction = 1 - hp.alpha**step
         s = square_avg / correction
         if grad_avg is not None:
-            s.addcmul_(grad_avg, grad_avg, value=-1 / correction**2)
+            mean = grad_avg / correction
+            s.addcmul_(mean, mean, value=-1)
     elif grad_avg is not None:
         s = square_avg.addcmul(grad_avg, grad_avg, value=-1)
     else:

@@ -38,6 +38,14 @@ def ema(average: np.ndarray, value: np.ndarray, decay: float, form: str) -> np.n
     return decay * average + (1 - decay) * value
 
 
+def ema_of_square(average: np.ndarray, grad: np.ndarray, decay: float, form: str) -> np.ndarray:
+    """(4) ``v ← α v + (1 − α) g²``. torch's ``addcmul_`` groups the product as
+    ``((1 − α) g) g``; Keras and optax square first."""
+    if form == "torch":
+        return decay * average + ((1 - decay) * grad) * grad
+    return ema(average, grad * grad, decay, form)
+
+
 def ema_of_mean(average: np.ndarray, grad: np.ndarray, decay: float, form: str) -> np.ndarray:
     """(5) the centered mean ``ḡ``: torch writes it with ``lerp_``, the others as :func:`ema`."""
     if form == "torch":
@@ -191,7 +199,7 @@ def scale_by_rms(
         step = state.step + 1  # (1)
 
         def one(g: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            v = ema(v, g * g, alpha, form=ema_form)  # (4)
+            v = ema_of_square(v, g, alpha, form=ema_form)  # (4)
             s = bias_correction(v, alpha, step) if bias_correction_ else v  # (6)
             return g / rms_denominator(s, eps, eps_in_sqrt), v  # (7), (8)
 
@@ -228,7 +236,7 @@ def scale_by_stddev(
         step = state.step + 1  # (1)
 
         def one(g: np.ndarray, v: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, ...]:
-            v = ema(v, g * g, alpha, form=ema_form)  # (4)
+            v = ema_of_square(v, g, alpha, form=ema_form)  # (4)
             m = ema_of_mean(m, g, alpha, form=ema_form)  # (5)
             if bias_correction_:  # (6)
                 s = bias_correction(v, alpha, step) - bias_correction(m, alpha, step) ** 2
