@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from parity_data import assert_close_f64, optimizer_trajectory, random_problem, reference_trajectory
 
 import rmsprop
+
+from parity_data import assert_close_f64, optimizer_trajectory, random_problem, reference_trajectory
 
 TORCH_CONFIGS = {
     "default": {},
@@ -28,9 +29,11 @@ def test_bitwise_equal_to_torch(config, dtype, foreach):
     kwargs = TORCH_CONFIGS[config]
     params0, grads, lrs = random_problem(seed=len(config), steps=40)
     theirs, _ = optimizer_trajectory(
-        lambda ps: torch.optim.RMSprop(ps, foreach=foreach, **kwargs), params0, grads, lrs, dtype)
+        lambda ps: torch.optim.RMSprop(ps, foreach=foreach, **kwargs), params0, grads, lrs, dtype
+    )
     ours, opt = optimizer_trajectory(
-        lambda ps: rmsprop.RMSprop(ps, foreach=foreach, **kwargs), params0, grads, lrs, dtype)
+        lambda ps: rmsprop.RMSprop(ps, foreach=foreach, **kwargs), params0, grads, lrs, dtype
+    )
     assert opt.last_impl[0] == ("foreach" if foreach else "single")
     for step, (a, b) in enumerate(zip(ours, theirs)):
         for x, y in zip(a, b):
@@ -56,7 +59,7 @@ def test_complex_parameters_bitwise(config, foreach):
 
 
 def test_tensor_lr_bitwise():
-    params0, grads, lrs = random_problem(seed=3, steps=10)
+    params0, grads, _ = random_problem(seed=3, steps=10)
     out = []
     for cls in (torch.optim.RMSprop, rmsprop.RMSprop):
         ps = [torch.tensor(p, dtype=torch.float32, requires_grad=True) for p in params0]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from rmsprop import PRESETS
+
 from frameworks import keras_trajectory, optax_trajectory, torch_trajectory
 from parity_data import (
     assert_close_f64,
@@ -15,7 +17,6 @@ from parity_data import (
     random_problem,
     reference_trajectory,
 )
-from rmsprop import PRESETS
 
 pytestmark = pytest.mark.parity
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from rmsprop import PRESETS
+
 from parity_data import (
     assert_close_f64,
     effective_hyperparameters,
@@ -12,7 +14,6 @@ from parity_data import (
     load_golden,
     reference_trajectory,
 )
-from rmsprop import PRESETS
 
 FILES = golden_files()
 
