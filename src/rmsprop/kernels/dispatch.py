@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from functools import cache
 
 import torch
 from torch import Tensor
@@ -18,16 +17,20 @@ IMPLS = ("auto", "single", "foreach", "numba", "triton", "compiled")
 KERNELS = {"numba": "numba_cpu", "triton": "triton_cuda", "compiled": "compiled"}
 
 
-@cache
+_REASONS: dict[str, str | None] = {}
+
+
 def unavailable_reason(name: str) -> str | None:
-    """Why back end ``name`` cannot load here, or None if it can."""
+    """Why back end ``name`` cannot load here, or None if it can (checked once)."""
     if name not in KERNELS:
         return None
-    try:
-        importlib.import_module(f"{__package__}.{KERNELS[name]}")
-    except ImportError as err:
-        return str(err)
-    return None
+    if name not in _REASONS:
+        try:
+            importlib.import_module(f"{__package__}.{KERNELS[name]}")
+            _REASONS[name] = None
+        except ImportError as err:
+            _REASONS[name] = str(err)
+    return _REASONS[name]
 
 
 def available_backends() -> dict[str, Callable[..., None]]:

@@ -49,6 +49,10 @@ def _check_group(group: dict[str, Any]) -> dict[str, Any]:
         raise TypeError(f"foreach must be None, True or False, got {special['foreach']!r}")
     if "impl" in special:
         check_choice("impl", special["impl"], IMPLS)
+        if checked.get("differentiable") and special["impl"] not in ("auto", "single"):
+            raise ValueError(
+                f"differentiable=True needs impl='single' (got impl={special['impl']!r})"
+            )
     if "state_dtype" in special and special["state_dtype"] not in STATE_DTYPES:
         raise ValueError(
             f"state_dtype={special['state_dtype']!r} is not supported: it must be None "
