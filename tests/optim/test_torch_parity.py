@@ -63,7 +63,7 @@ def test_tensor_lr_bitwise():
     out = []
     for cls in (torch.optim.RMSprop, rmsprop.RMSprop):
         ps = [torch.tensor(p, dtype=torch.float32, requires_grad=True) for p in params0]
-        opt = cls(ps, lr=torch.tensor(0.01), momentum=0.9)
+        opt = cls(ps, lr=torch.tensor(0.01), momentum=0.9, foreach=False)
         for g in grads:
             for p, gi in zip(ps, g):
                 p.grad = torch.tensor(gi, dtype=torch.float32)

@@ -20,6 +20,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--quick", action="store_true", help="a shorter run (under 20 s)")
 
+    bench = sub.add_parser("bench", help="time every implementation against torch.optim.RMSprop")
+    bench.add_argument(
+        "--suite",
+        default="large,many-small,embedding",
+        help="comma-separated suites: large, many-small, embedding, tiny",
+    )
+    bench.add_argument("--repeats", type=int, default=20, help="timed steps per measurement")
+    bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    bench.add_argument(
+        "--only", default="", help="comma-separated substrings of implementation names"
+    )
+    bench.add_argument("--json", type=Path, help="also write the results as JSON")
+
     sub.add_parser("presets", help="the table of presets and their switches")
 
     explain = sub.add_parser("explain", help="the exact update equations a preset runs")
@@ -40,6 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .demo import run_demo
 
             return run_demo(out=args.out, seed=args.seed, quick=args.quick)
+        if args.command == "bench":
+            from .bench import run_bench
+
+            only = {o for o in args.only.split(",") if o} or None
+            return run_bench(args.suite.split(","), args.repeats, args.device, args.json, only)
         from . import tables
 
         if args.command == "presets":

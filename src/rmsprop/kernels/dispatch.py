@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 IMPLS = ("auto", "single", "foreach", "numba", "triton", "compiled")
+FUSED_CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 KERNELS = {"numba": "numba_cpu", "triton": "triton_cuda", "compiled": "compiled"}
 
 
@@ -56,8 +57,9 @@ def _fused_can_run(impl: str, params: list[Tensor]) -> bool:
     if unavailable_reason(impl) is not None:
         return False
     device = "cpu" if impl == "numba" else "cuda"
-    return all(p.device.type == device and p.dtype in (torch.float32, torch.float64)
-               and not torch.is_complex(p) for p in params)  # fmt: skip
+    dtypes = (torch.float32, torch.float64) if impl == "numba" else FUSED_CUDA_DTYPES
+    return all(p.device.type == device and p.dtype in dtypes and p.is_contiguous()
+               for p in params)  # fmt: skip
 
 
 def choose(impl: str, foreach: bool | None, params: list[Tensor], differentiable: bool) -> str:

@@ -28,6 +28,8 @@ GROUP_KEYS = (
     "global_clipnorm", "impl", "state_dtype", "ema_form", "centered_clamp", "sparse_mode",
 )  # fmt: skip
 STATE_KEYS = ("step", "square_avg", "momentum_buffer", "grad_avg")
+#: Implementation choices belong to the machine, not the checkpoint: load_state_dict keeps them.
+RUNTIME_KEYS = ("impl", "foreach")
 
 
 def check_torch_lr(lr: Any) -> float | Tensor:
@@ -222,13 +224,18 @@ class RMSprop(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As torch's, after checking the checkpoint against the parameters: a mismatch
-        raises ``ValueError`` and leaves the optimizer as it was."""
+        raises ``ValueError`` and leaves the optimizer as it was. The optimizer keeps its
+        own ``impl`` and ``foreach`` (how to run on this machine); every hyperparameter and
+        switch comes from the checkpoint."""
         from ._checkpoint import check_state_dict
 
         check_state_dict(self, state_dict)
         saved_skips = state_dict.get("skipped_steps", 0)
+        runtime = [{k: g[k] for k in RUNTIME_KEYS} for g in self.param_groups]
         super().load_state_dict(state_dict)
         self.skipped_steps = int(saved_skips)
+        for group, kept in zip(self.param_groups, runtime):  # how to run is not in a checkpoint
+            group.update(kept)
         for group in self.param_groups:  # torch casts state to the param dtype; undo that
             if group["state_dtype"] is not None:
                 for p in group["params"]:

@@ -1,0 +1,275 @@
+"""``rmsprop bench``: every implementation of ours and the peers, timed in the same run.
+
+For each suite (``bench_suites.SUITES``) and configuration: ``torch.optim.RMSprop``
+(for-loop: torch's CPU default; foreach), ``torch.compile`` of it (compile time reported
+separately), and each ``impl`` of ``rmsprop.RMSprop``. Reported: median step time with
+p10/p90, effective bandwidth (the bytes a step must move / time), that as a fraction of
+the machine's triad bandwidth (``c = a + s*b``, measured in the same run), and the speedup
+over torch's default. Medians of repeated steps after warm-up; the machines are shared
+and noisy, so ratios are taken within one run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bench_suites import SUITES, Config, Suite
+
+
+@dataclass
+class Row:
+    suite: str
+    config: str
+    impl: str
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    gbps: float | None
+    fraction_of_triad: float | None
+    speedup_vs_torch: float | None
+    note: str = ""
+
+
+def timings(
+    fn: Callable[[], Any], repeats: int, warmup: int, sync: Callable[[], None]
+) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    sync()
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def _stats(ts: list[float]) -> tuple[float, float, float]:
+    q = np.percentile(np.array(ts) * 1e3, [50, 10, 90])
+    return float(q[0]), float(q[1]), float(q[2])
+
+
+def triad_bandwidth(numel: int, repeats: int, device: str) -> dict[str, float]:
+    """GB/s of ``c = a + s*b`` (12 bytes per element moved), with torch and with numba."""
+    import torch
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    a, b, c = (torch.rand(numel, device=device) for _ in range(3))
+    out = {}
+    t = statistics.median(timings(lambda: torch.add(a, b, alpha=1.5, out=c), repeats, 3, sync))
+    out["torch"] = 12 * numel / t / 1e9
+    if device == "cpu":
+        try:
+            from ..kernels.numba_cpu import triad
+
+            an, bn, cn = a.numpy(), b.numpy(), c.numpy()
+            t = statistics.median(timings(lambda: triad(cn, an, bn, 1.5), repeats, 3, sync))
+            out["numba"] = 12 * numel / t / 1e9
+        except ImportError:
+            pass
+    return out
+
+
+def _make_params(suite: Suite, device: str, seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.randn(s, generator=g).to(device).requires_grad_() for s in suite.shapes]
+    grads = [torch.randn(s, generator=g).to(device) * 0.1 for s in suite.shapes]
+    return params, grads
+
+
+def _candidates(device: str) -> dict[str, Callable[[list, dict], Any]]:
+    import torch
+
+    import rmsprop
+
+    from ..kernels import unavailable_reason
+
+    out: dict[str, Callable[[list, dict], Any]] = {
+        "torch.optim for-loop": lambda ps, kw: torch.optim.RMSprop(
+            ps, lr=1e-3, foreach=False, **kw
+        ),
+        "torch.optim foreach": lambda ps, kw: torch.optim.RMSprop(ps, lr=1e-3, foreach=True, **kw),
+        "torch.compile(torch.optim)": lambda ps, kw: torch.optim.RMSprop(ps, lr=1e-3, **kw),
+        "rmsprop single": lambda ps, kw: rmsprop.RMSprop(ps, lr=1e-3, impl="single", **kw),
+        "rmsprop foreach": lambda ps, kw: rmsprop.RMSprop(ps, lr=1e-3, impl="foreach", **kw),
+        "rmsprop auto": lambda ps, kw: rmsprop.RMSprop(ps, lr=1e-3, **kw),
+    }
+    for impl in ("numba", "triton", "compiled"):
+        if (
+            unavailable_reason(impl) is None
+            and (impl != "numba" or device == "cpu")
+            and (impl != "triton" or device == "cuda")
+        ):
+            out[f"rmsprop {impl}"] = lambda ps, kw, i=impl: rmsprop.RMSprop(
+                ps, lr=1e-3, impl=i, **kw
+            )
+    return out
+
+
+def run_dense(suite: Suite, config: Config, repeats: int, device: str, triad: float, progress,
+              only: set[str] | None = None) -> list[Row]:  # fmt: skip
+    import torch
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    params, grads = _make_params(suite, device)
+    for p, g in zip(params, grads):
+        p.grad = g
+    rows, baseline = [], None
+    for name, make in _candidates(device).items():
+        if only and not any(o in name for o in only):
+            continue
+        progress(f"{suite.name} / {config.name}: {name}")
+        opt = make(params, dict(config.kwargs))
+        note = ""
+        step = opt.step
+        if name.startswith("torch.compile") or name.endswith("compiled"):
+            start = time.perf_counter()
+            step = torch.compile(opt.step) if name.startswith("torch.compile") else opt.step
+            step()
+            sync()
+            note = f"compile {time.perf_counter() - start:.1f} s"
+        ts = timings(step, repeats, 3, sync)
+        if name == "rmsprop auto":
+            note = f"chose {opt.last_impl.get(0)}"
+        med, p10, p90 = _stats(ts)
+        if name == "torch.optim for-loop":
+            baseline = med
+        gbps = config.bytes_per_param * suite.numel / (med / 1e3) / 1e9
+        rows.append(Row(suite.name, config.name, name, med, p10, p90, gbps, gbps / triad,
+                        None, note))  # fmt: skip
+        del opt
+    for row in rows:
+        row.speedup_vs_torch = baseline / row.median_ms if baseline else None
+    return rows
+
+
+def run_embedding(suite: Suite, repeats: int, device: str, progress) -> list[Row]:
+    import torch
+
+    import rmsprop
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    params, grads = _make_params(suite, device)
+    table = params[0]
+    ids = torch.randint(0, table.shape[0], (suite.sparse_rows,), device=device)
+    values = torch.randn(suite.sparse_rows, table.shape[1], device=device)
+    sparse = torch.sparse_coo_tensor(ids.unsqueeze(0), values, table.shape).coalesce()
+    rows = []
+    cases = {
+        "torch.optim for-loop (dense grad)": (lambda ps: torch.optim.RMSprop(ps, lr=1e-3, foreach=False),
+                                              sparse.to_dense()),
+        "rmsprop auto (dense grad)": (lambda ps: rmsprop.RMSprop(ps, lr=1e-3), sparse.to_dense()),
+        "rmsprop lazy (sparse grad)": (lambda ps: rmsprop.RMSprop(ps, lr=1e-3), sparse),
+    }  # fmt: skip
+    baseline = None
+    for name, (make, table_grad) in cases.items():
+        progress(f"{suite.name}: {name}")
+        table.grad = table_grad
+        for p, g in zip(params[1:], grads[1:]):
+            p.grad = g
+        opt = make(params)
+        med, p10, p90 = _stats(timings(opt.step, repeats, 2, sync))
+        baseline = baseline or med
+        rows.append(Row(suite.name, "plain", name, med, p10, p90, None, None, baseline / med,
+                        f"{suite.sparse_rows} of {table.shape[0]:,} rows"))  # fmt: skip
+        del opt
+    return rows
+
+
+def environment(device: str) -> dict[str, Any]:
+    import torch
+
+    info = {
+        "machine": platform.machine(),
+        "processor": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device if device == "cpu" else torch.cuda.get_device_name(0),
+    }
+    try:
+        import numba
+
+        info["numba"] = numba.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def run_bench(suites: list[str], repeats: int, device: str, json_path: Path | None,
+              only: set[str] | None = None) -> int:  # fmt: skip
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    console = Console(width=170) if not Console().is_terminal else Console()
+    unknown = [s for s in suites if s not in SUITES]
+    if unknown:
+        raise ValueError(f"unknown suite(s) {unknown}; known: {', '.join(SUITES)}")
+    rows: list[Row] = []
+    with Progress(transient=True, console=console) as bar:
+        task = bar.add_task("bench", total=len(suites))
+
+        def progress(what: str) -> None:
+            bar.update(task, description=what)
+
+        numel = max(SUITES[s].numel for s in suites if not SUITES[s].sparse_rows) if any(
+            not SUITES[s].sparse_rows for s in suites) else 1 << 22  # fmt: skip
+        progress("triad bandwidth")
+        triads = triad_bandwidth(max(numel, 1 << 22), max(repeats, 10), device)
+        triad = max(triads.values())
+        for name in suites:
+            suite = SUITES[name]
+            if suite.sparse_rows:
+                rows += run_embedding(suite, repeats, device, progress)
+            else:
+                for config in suite.configs:
+                    rows += run_dense(suite, config, repeats, device, triad, progress, only)
+            bar.advance(task)
+    env = environment(device)
+    table = Table(title=f"rmsprop bench: {env['processor']}, {env['torch_threads']} threads; "
+                        f"triad {triad:.1f} GB/s ({', '.join(f'{k} {v:.1f}' for k, v in triads.items())})")  # fmt: skip
+    for col in ("suite", "config", "implementation", "median ms", "p10-p90 ms", "GB/s", "of triad",
+                "vs torch", "note"):  # fmt: skip
+        table.add_column(
+            col,
+            justify="right" if col not in ("suite", "config", "implementation", "note") else "left",
+        )
+    for r in rows:
+        table.add_row(
+            r.suite, r.config, r.impl, f"{r.median_ms:.2f}", f"{r.p10_ms:.2f}-{r.p90_ms:.2f}",
+            "-" if r.gbps is None else f"{r.gbps:.1f}",
+            "-" if r.fraction_of_triad is None else f"{r.fraction_of_triad:.0%}",
+            "-" if r.speedup_vs_torch is None else f"{r.speedup_vs_torch:.2f}x", r.note,
+        )  # fmt: skip
+    console.print(table)
+    if json_path is not None:
+        payload = {"environment": env, "triad_gbps": triads, "repeats": repeats,
+                   "rows": [asdict(r) for r in rows]}  # fmt: skip
+        json_path.write_text(json.dumps(payload, indent=2))
+        console.print(f"wrote {json_path}")
+    return 0
