@@ -251,14 +251,13 @@ def run_bench(suites: list[str], repeats: int, device: str, json_path: Path | No
                     rows += run_dense(suite, config, repeats, device, triad, progress, only)
             bar.advance(task)
     env = environment(device)
-    table = Table(title=f"rmsprop bench: {env['processor']}, {env['torch_threads']} threads; "
-                        f"triad {triad:.1f} GB/s ({', '.join(f'{k} {v:.1f}' for k, v in triads.items())})")  # fmt: skip
+    each = ", ".join(f"{k} {v:.1f}" for k, v in triads.items())
+    title = f"rmsprop bench: {env['processor']}, {env['torch_threads']} threads; triad {triad:.1f} GB/s ({each})"
+    table = Table(title=title)
+    text_columns = ("suite", "config", "implementation", "note")
     for col in ("suite", "config", "implementation", "median ms", "p10-p90 ms", "GB/s", "of triad",
                 "vs torch", "note"):  # fmt: skip
-        table.add_column(
-            col,
-            justify="right" if col not in ("suite", "config", "implementation", "note") else "left",
-        )
+        table.add_column(col, justify="left" if col in text_columns else "right")
     for r in rows:
         table.add_row(
             r.suite, r.config, r.impl, f"{r.median_ms:.2f}", f"{r.p10_ms:.2f}-{r.p90_ms:.2f}",

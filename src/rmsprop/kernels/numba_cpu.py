@@ -242,6 +242,7 @@ def _check(tensors: list[Tensor], name: str) -> None:
             )
 
 
+@torch.compiler.disable  # numba code is opaque to dynamo: torch.compile(opt.step) calls it as is
 def step(
     params: list[Tensor],
     grads: list[Tensor],
