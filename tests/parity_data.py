@@ -13,6 +13,28 @@ from pathlib import Path
 
 import numpy as np
 
+#: Switch combinations every implementation is checked on (lr 0.01, alpha 0.9 added).
+SWITCH_MATRIX = {
+    "torch": {},
+    "eps_inside": {"eps_in_sqrt": True, "eps": 1e-3},
+    "v0_one_delta": {"initial_accumulator_value": 1.0, "ema_form": "delta"},
+    "momentum_lr_inside": {"momentum": 0.9, "lr_in_momentum": True},
+    "nesterov_outside": {"momentum": 0.9, "nesterov": True},
+    "nesterov_inside": {"momentum": 0.8, "nesterov": True, "lr_in_momentum": True},
+    "centered_clamp_multiply": {"centered": True, "centered_clamp": True, "ema_form": "multiply"},
+    # At step 1 a bias-corrected variance is exactly 0, so s is pure rounding noise (torch's
+    # CPU kernels use FMA in addcmul_, NumPy does not): eps must dominate that noise.
+    "bias_correction_centered": {"bias_correction": True, "centered": True, "eps_in_sqrt": True,
+                                 "eps": 1e-2, "centered_clamp": True},
+    "decoupled_wd_momentum": {"weight_decay": 0.05, "decoupled_weight_decay": True, "momentum": 0.5},
+    "coupled_wd_maximize": {"weight_decay": 0.05, "maximize": True, "centered": True},
+    "clipvalue": {"clipvalue": 0.5, "momentum": 0.3},
+    "clipnorm": {"clipnorm": 1.0},
+    "global_clipnorm": {"global_clipnorm": 2.0, "centered": True},
+    "tf1_everything": {"initial_accumulator_value": 1.0, "eps_in_sqrt": True, "ema_form": "delta",
+                       "centered": True, "momentum": 0.9, "lr_in_momentum": True},
+}  # fmt: skip
+
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 F64_RTOL = 1e-12
 
