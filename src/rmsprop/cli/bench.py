@@ -131,6 +131,10 @@ def run_dense(suite: Suite, config: Config, repeats: int, device: str, triad: fl
     for name, make in _candidates(device).items():
         if only and not any(o in name for o in only):
             continue
+        if name in suite.skip:
+            rows.append(Row(suite.name, config.name, name, float("nan"), float("nan"), float("nan"),
+                            None, None, None, f"not timed: {suite.skip[name]}"))  # fmt: skip
+            continue
         progress(f"{suite.name} / {config.name}: {name}")
         opt = make(params, dict(config.kwargs))
         note = ""
@@ -152,7 +156,8 @@ def run_dense(suite: Suite, config: Config, repeats: int, device: str, triad: fl
                         None, note))  # fmt: skip
         del opt
     for row in rows:
-        row.speedup_vs_torch = baseline / row.median_ms if baseline else None
+        if baseline and row.median_ms == row.median_ms:  # not NaN
+            row.speedup_vs_torch = baseline / row.median_ms
     return rows
 
 

@@ -4,3 +4,7 @@ from .functional import rmsprop
 from .rmsprop import RMSprop
 
 __all__ = ["RMSprop", "rmsprop"]
+
+from . import checkpoint
+
+__all__ += ["checkpoint"]

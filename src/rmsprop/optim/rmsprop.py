@@ -47,7 +47,9 @@ def _check_group(group: dict[str, Any]) -> dict[str, Any]:
     hp = {k: v for k, v in group.items() if k in GROUP_KEYS}
     special = {k: hp.pop(k) for k in ("foreach", "impl", "state_dtype", "sparse_mode") if k in hp}
     checked = validate_hyperparameters(hp, lr_check=check_torch_lr)
-    if "foreach" in special and special["foreach"] not in (None, True, False):
+    if "foreach" in special and not (
+        special["foreach"] is None or isinstance(special["foreach"], bool)
+    ):
         raise TypeError(f"foreach must be None, True or False, got {special['foreach']!r}")
     if "impl" in special:
         check_choice("impl", special["impl"], IMPLS)

@@ -18,6 +18,7 @@ from . import schedules
 from .aliases import adagrad, from_preset, momentum, nag, rmsprop, sgd
 from .base import EmptyState, Transform, apply_updates, chain
 from .transforms import (
+    GuardState,
     RmsState,
     RssState,
     ScheduleState,
@@ -29,6 +30,7 @@ from .transforms import (
     clip_by_global_norm,
     clip_by_norm,
     global_norm,
+    guard_nonfinite,
     negate,
     scale_by_learning_rate,
     scale_by_rms,
@@ -39,6 +41,7 @@ from .transforms import (
 
 __all__ = [
     "EmptyState",
+    "GuardState",
     "RmsState",
     "RssState",
     "ScheduleState",
@@ -55,6 +58,7 @@ __all__ = [
     "clip_by_norm",
     "from_preset",
     "global_norm",
+    "guard_nonfinite",
     "momentum",
     "nag",
     "negate",

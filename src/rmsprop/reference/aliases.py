@@ -17,6 +17,7 @@ from .transforms import (
     clip,
     clip_by_global_norm,
     clip_by_norm,
+    guard_nonfinite,
     negate,
     scale_by_learning_rate,
     scale_by_rms,
@@ -51,6 +52,7 @@ def rmsprop(
     global_clipnorm: float | None = None,
     ema_form: str = "torch",
     centered_clamp: bool = False,
+    nonfinite: str = "update",
 ) -> Transform:
     """RMSprop with every switch of every framework, as a pure NumPy transform.
 
@@ -80,6 +82,9 @@ def rmsprop(
       ema_form: ``"torch"``, ``"multiply"`` or ``"delta"``: how the averages are written,
         for last-bit parity with a framework (see ``rmsprop.algorithm``).
       centered_clamp: clamp ``v - ḡ²`` at 0 before the square root.
+      nonfinite: ``"update"`` (NaN/Inf flow through, as in every framework), ``"skip"`` (a
+        step with a non-finite gradient returns zero updates and leaves the state as it
+        was; the state counts it) or ``"raise"`` (``FloatingPointError``).
 
     Returns:
       A :class:`~rmsprop.reference.base.Transform`; its state is a tuple of block states.
@@ -106,11 +111,13 @@ def rmsprop(
             "weight_decay": weight_decay, "decoupled_weight_decay": decoupled_weight_decay,
             "bias_correction": bias_correction, "maximize": maximize, "clipvalue": clipvalue,
             "clipnorm": clipnorm, "global_clipnorm": global_clipnorm, "ema_form": ema_form,
-            "centered_clamp": centered_clamp,
+            "centered_clamp": centered_clamp, "nonfinite": nonfinite,
         },
         lr_check=check_lr,
     )  # fmt: skip
-    return chain(*_rmsprop_blocks(**hp))
+    mode = hp.pop("nonfinite")
+    tx = chain(*_rmsprop_blocks(**hp))
+    return tx if mode == "update" else guard_nonfinite(tx, mode)
 
 
 def _rmsprop_blocks(**hp: Any) -> list[Transform]:

@@ -95,6 +95,13 @@ class ScheduleState(NamedTuple):
     step: int
 
 
+class GuardState(NamedTuple):
+    """State of :func:`guard_nonfinite`: the inner state and how many steps were skipped."""
+
+    inner: Any
+    skipped: int
+
+
 class RssState(NamedTuple):
     """State of :func:`scale_by_rss` (Adagrad): the running sum of squares."""
 
@@ -330,5 +337,27 @@ def scale_by_rss(initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> 
 
         out, sums = tree_map_n(one, 2, check_inputs(grads, None), state.sum)
         return out, RssState(sums)
+
+    return Transform(init, update)
+
+
+def guard_nonfinite(inner: Transform, mode: str = "skip") -> Transform:
+    """Wrap ``inner`` so that a step whose gradients contain NaN or Inf either changes
+    nothing (``"skip"``: zero updates, the inner state kept as it was, ``skipped`` + 1) or
+    raises ``FloatingPointError`` before anything is computed (``"raise"``)."""
+
+    def init(params: Tree) -> GuardState:
+        return GuardState(inner.init(params), 0)
+
+    def update(grads: Tree, state: GuardState, params: Tree | None = None) -> tuple[Tree, Any]:
+        grads = check_inputs(grads, params)
+        if all(np.all(np.isfinite(g)) for g in flatten(grads)[0]):
+            updates, new_inner = inner.update(grads, state.inner, params)
+            return updates, GuardState(new_inner, state.skipped)
+        if mode == "raise":
+            raise FloatingPointError(
+                "a gradient contains NaN or Inf; nothing was updated (nonfinite='raise')"
+            )
+        return tree_map(np.zeros_like, grads), GuardState(state.inner, state.skipped + 1)
 
     return Transform(init, update)
