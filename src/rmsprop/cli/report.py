@@ -49,7 +49,7 @@ class Report:
         parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(self.title)}</title>",
                  f"<style>{STYLE}</style></head><body><h1>{_e(self.title)}</h1>",
                  f"<p>{_e(self.intro)}</p>"]  # fmt: skip
-        parts.append("<ol>" + "".join(f"<li>{_e(s.title)}</li>" for s in self.sections) + "</ol>")
+        parts.append("<ul>" + "".join(f"<li>{_e(s.title)}</li>" for s in self.sections) + "</ul>")
         for s in self.sections:
             parts.append(f"<h2>{_e(s.title)}</h2>")
             parts += [f"<p>{_e(p)}</p>" for p in s.paragraphs]

@@ -29,6 +29,12 @@ EFFECTS = {
 }
 
 
+def wide_console(**kwargs: Any) -> Console:
+    """A terminal's own width; 140 columns when writing to a pipe or file (tables fit)."""
+    console = Console(**kwargs)
+    return console if console.is_terminal else Console(width=140, **kwargs)
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "(required)"
@@ -40,7 +46,7 @@ def _fmt(value: Any) -> str:
 
 
 def show_presets(console: Console | None = None) -> int:
-    console = console or Console()
+    console = console or wide_console()
     table = Table(title="rmsprop presets", show_lines=False)
     columns = ["preset", "lr", "alpha", "eps", "eps in √", "v₀", "centered", "momentum", "lr in buf",
                "decoupled wd", "ema form"]  # fmt: skip
@@ -58,7 +64,7 @@ def show_presets(console: Console | None = None) -> int:
 
 
 def show_explain(name: str, console: Console | None = None) -> int:
-    console = console or Console()
+    console = console or wide_console(soft_wrap=True)  # equations are not re-flowed
     preset = get_preset(name)
     hp = preset.hyperparameters(lr=preset.lr if preset.lr is not None else 1.0)
     console.print(f"[bold]{preset.name}[/bold]: {preset.title}")
@@ -74,7 +80,7 @@ def show_explain(name: str, console: Console | None = None) -> int:
 
 
 def show_diff(a: str, b: str, console: Console | None = None) -> int:
-    console = console or Console()
+    console = console or wide_console()
     first, second = get_preset(a), get_preset(b)
     diff = first.differences(second)
     if not diff:

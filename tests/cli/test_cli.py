@@ -1,0 +1,112 @@
+"""The command line: demo (quick) with its report, presets, explain, diff, python -m."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rmsprop.cli.main import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    from rmsprop.cli.demo import demo
+
+    out = tmp_path_factory.mktemp("report")
+    return demo(out, seed=0, quick=True)
+
+
+def test_demo_report_content(quick_demo):
+    r = quick_demo
+    assert abs(r.slope - 2) < 0.05
+    assert abs(r.intercept - 1) < 0.05
+    bowl = r.race["bowl"]
+    assert bowl["RMSprop"]["steps"] is not None
+    assert (
+        bowl["gradient descent"]["steps"] is None
+        or bowl["RMSprop"]["steps"] < bowl["gradient descent"]["steps"]
+    )
+    for name in ("RMSprop (torch)", "RMSprop (keras)", "RMSprop (tf1)"):
+        assert r.digits[name]["accuracy"] >= 0.90, name
+    assert {p.name for p in r.pngs} == {
+        "regression.png",
+        "race_bowl.png",
+        "race_rosenbrock.png",
+        "digits.png",
+    }
+    for png in r.pngs:
+        data = png.read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 10_000
+    html = r.report.read_text(encoding="utf-8")
+    assert html.count("data:image/png;base64,") == 4
+    for title in ("Linear regression", "The race", "digits dataset", "optimizers compared"):
+        assert title in html
+    assert "RMSprop presets (from rmsprop.PRESETS)" in html
+    assert "tf1" in html and "timm_tf" in html
+
+
+def test_demo_command_prints_a_summary(tmp_path, capsys):
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "rmsprop demo: summary" in out and "index.html" in out
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_report_renders_in_headless_chromium(quick_demo, tmp_path):
+    shot = tmp_path / "report.png"
+    cmd = [
+        "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2400",
+        f"--screenshot={shot}", quick_demo.report.as_uri(),
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    data = shot.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 50_000  # a blank page is a few KB
+
+
+def test_presets_explain_diff(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("torch", "keras", "tf1", "optax", "timm_tf", "hinton", "graves", "dqn"):
+        assert name in out
+    assert main(["explain", "tf1"]) == 0
+    out = capsys.readouterr().out
+    assert "v ← v + 0.1·(g² − v)      v₀ = 1" in out
+    assert "√(v + 1e-10)" in out and "ones_initializer" in out
+    assert main(["explain", "torch"]) == 0
+    assert "d ← √(v) + 1e-08" in capsys.readouterr().out
+    assert main(["diff", "torch", "keras"]) == 0
+    out = capsys.readouterr().out
+    assert "eps_in_sqrt" in out and "lr_in_momentum" in out and "alpha" in out
+    assert "initial_accumulator_value" not in out  # both start at 0
+
+
+def test_unknown_preset_is_a_clean_error(capsys):
+    assert main(["explain", "tf2"]) == 2
+    assert "unknown preset 'tf2'; known presets: torch, keras" in capsys.readouterr().err
+
+
+def test_python_dash_m_is_the_same_command():
+    out = subprocess.run([sys.executable, "-m", "rmsprop", "diff", "tf1", "timm_tf"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert "tf1 vs timm_tf" in out.stdout
+
+
+def test_bench_tiny_smoke(tmp_path):
+    import json
+
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--suite", "tiny", "--repeats", "2", "--only", "for-loop,numba,single",
+                 "--json", str(path)]) == 0  # fmt: skip
+    data = json.loads(Path(path).read_text())
+    impls = {row["impl"] for row in data["rows"]}
+    assert {"torch.optim for-loop", "rmsprop single", "rmsprop numba"} <= impls
+    assert data["triad_gbps"]["torch"] > 0
+    assert all(row["median_ms"] > 0 for row in data["rows"])
