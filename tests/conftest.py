@@ -6,3 +6,13 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# Triton kernels run on the CPU under Triton's interpreter when there is no GPU. This must
+# be set before a kernel is defined, so it is set here, before any test imports rmsprop.
+try:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+except ImportError:  # pragma: no cover
+    pass

@@ -8,6 +8,7 @@ to something the user did not ask for (it picks among correct implementations on
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 
 import torch
@@ -43,20 +44,26 @@ def available_backends() -> dict[str, Callable[..., None]]:
     return out
 
 
+def triton_device() -> str:
+    """CUDA, or the CPU under Triton's interpreter (``TRITON_INTERPRET=1``, for tests)."""
+    return "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
+
+
 def _check_devices(impl: str, params: list[Tensor]) -> None:
     devices = {p.device.type for p in params}
     if impl == "numba" and devices != {"cpu"}:
         raise RuntimeError(f"impl='numba' runs on CPU tensors only (got devices {sorted(devices)})")
-    if impl == "triton" and devices != {"cuda"}:
+    if impl == "triton" and devices != {triton_device()}:
         raise RuntimeError(
-            f"impl='triton' runs on CUDA tensors only (got devices {sorted(devices)})"
+            "impl='triton' runs on CUDA tensors (CPU ones only under TRITON_INTERPRET=1); "
+            f"got devices {sorted(devices)}"
         )
 
 
 def _fused_can_run(impl: str, params: list[Tensor]) -> bool:
     if unavailable_reason(impl) is not None:
         return False
-    device = "cpu" if impl == "numba" else "cuda"
+    device = "cpu" if impl == "numba" else "cuda"  # auto never picks the interpreter
     dtypes = (torch.float32, torch.float64) if impl == "numba" else FUSED_CUDA_DTYPES
     return all(p.device.type == device and p.dtype in dtypes and p.is_contiguous()
                for p in params)  # fmt: skip
