@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,6 +14,7 @@ from .._validation import NON_NEGATIVE, check_choice, check_real, validate_hyper
 from ..algorithm import ALGORITHM
 from ..presets import get_preset
 from ._common import Hyper
+from ._distributed import any_nonfinite, clip_scale, is_dtensor, local, squared_norms
 from ._sparse import densify, is_sparse, lazy_sparse_rmsprop_
 from .functional import IMPLS
 from .functional import rmsprop as functional_rmsprop
@@ -281,12 +281,8 @@ class RMSprop(Optimizer):
         return out
 
     def _all_finite(self, work: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]) -> bool:
-        flags = [
-            torch.isfinite(g._values() if g.is_sparse else g).all()
-            for _, _, grads in work
-            for g in grads
-        ]
-        return bool(torch.stack(flags).all()) if flags else True
+        """Every gradient finite, on every rank (so that ranks skip together)."""
+        return not any_nonfinite([g for _, _, grads in work for g in grads])
 
     @_use_grad_for_differentiable
     def step(self, closure=None):  # type: ignore[override]
@@ -315,6 +311,8 @@ class RMSprop(Optimizer):
             state = self._init_state(p, group)
             tensors = (p, g, state["square_avg"], state.get("grad_avg") if hp.centered else None,
                        state.get("momentum_buffer") if hp.momentum > 0 else None, state["step"])  # fmt: skip
+            if is_dtensor(p):  # FSDP2: update this rank's shard in place (to_local shares storage)
+                tensors = tuple(local(t) for t in tensors)
             if is_sparse(g):
                 if group["sparse_mode"] == "dense":
                     tensors = (p, densify(g), *tensors[2:])
@@ -334,23 +332,19 @@ class RMSprop(Optimizer):
 
 # ---------------------------------------------------------------------- clipping (2)
 def clip_gradients(grads: list[Tensor], group: dict[str, Any]) -> list[Tensor]:
-    """Keras's clipping, on copies (``p.grad`` is left as it is)."""
+    """Keras's clipping, on copies (``p.grad`` is left as it is). Norms are summed in
+    float64, over every rank's shard when the gradients are DTensors (one all-reduce)."""
     if group["clipvalue"] is not None:
         c = group["clipvalue"]
         return [_map_values(g, lambda v, c=c: _clamp(v, c)) for g in grads]
     if group["clipnorm"] is not None:
         c = group["clipnorm"]
-        return [_map_values(g, lambda v, c=c: v * c / torch.clamp_min(_norm(v), c)) for g in grads]
+        scales = [clip_scale(sq, c) for sq in squared_norms(grads)]
+        return [_map_values(g, lambda v, s=s: v * s) for g, s in zip(grads, scales)]
     if group["global_clipnorm"] is not None and grads:
-        c = group["global_clipnorm"]
-        total = torch.linalg.vector_norm(torch.stack([_norm(_values(g)).double() for g in grads]))
-        scale = c / max(float(total), c) if math.isfinite(float(total)) else float("nan")
+        scale = clip_scale(sum(squared_norms(grads)), group["global_clipnorm"])
         return [_map_values(g, lambda v: v * scale) for g in grads]
     return grads
-
-
-def _values(g: Tensor) -> Tensor:
-    return g.coalesce().values() if g.is_sparse else g
 
 
 def _map_values(g: Tensor, fn) -> Tensor:
@@ -358,10 +352,6 @@ def _map_values(g: Tensor, fn) -> Tensor:
         return fn(g)
     g = g.coalesce()
     return torch.sparse_coo_tensor(g.indices(), fn(g.values()), g.shape).coalesce()
-
-
-def _norm(v: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(v)
 
 
 def _clamp(v: Tensor, c: float) -> Tensor:

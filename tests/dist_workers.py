@@ -1,0 +1,213 @@
+"""Workers for the torch.distributed tests: run under torch.multiprocessing with gloo on
+CPU (a file rendezvous: no network). Each writes what the parent test checks to a JSON
+file; rank 0 compares the sharded run with a single-process run of the same optimizer on
+the same (gathered) gradients."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+
+def _init(rank: int, world: int, tmp: str) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world
+    )
+
+
+def _model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(12, 32), torch.nn.Tanh(), torch.nn.Linear(32, 6))
+
+
+def _data(rank: int, steps: int):
+    g = torch.Generator().manual_seed(100 + rank)
+    return [(torch.randn(8, 12, generator=g), torch.randn(8, 6, generator=g)) for _ in range(steps)]
+
+
+def _shard(model: torch.nn.Module) -> torch.nn.Module:
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer)
+    return fully_shard(model)
+
+
+def _full(t) -> torch.Tensor:
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+CASES = {
+    "auto_plain": {},
+    "single_tf1": {
+        "preset": "tf1",
+        "lr": 0.01,
+        "momentum": 0.9,
+        "centered": True,
+        "impl": "single",
+    },
+    "foreach_keras": {
+        "preset": "keras",
+        "lr": 0.01,
+        "momentum": 0.5,
+        "weight_decay": 0.01,
+        "impl": "foreach",
+    },
+    "numba_nesterov": {"momentum": 0.9, "nesterov": True, "eps_in_sqrt": True, "impl": "numba"},
+    "global_clipnorm": {"global_clipnorm": 0.05, "momentum": 0.9},
+    "clipnorm": {"clipnorm": 0.02},
+}
+
+
+def _make(params, case: dict):
+    import rmsprop
+
+    case = dict(case)
+    preset = case.pop("preset", None)
+    case.setdefault("lr", 0.01)
+    if preset:
+        return rmsprop.RMSprop.from_preset(params, preset, **case)
+    return rmsprop.RMSprop(params, **case)
+
+
+def fsdp_worker(rank: int, world: int, tmp: str) -> None:
+    """FSDP2: sharded steps == single-process steps on the gathered gradients."""
+    _init(rank, world, tmp)
+    out = {}
+    for name, case in CASES.items():
+        model = _shard(_model())
+        reference_params = [_full(p).detach().clone().requires_grad_() for p in model.parameters()]
+        opt = _make(model.parameters(), case)
+        ref_opt = _make(reference_params, case)
+        for x, y in _data(rank, 5):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            full_grads = [_full(p.grad) for p in model.parameters()]
+            opt.step()
+            for p, g in zip(reference_params, full_grads):
+                p.grad = g.clone()
+            ref_opt.step()
+        sharded = [_full(p).detach() for p in model.parameters()]
+        exact = all(torch.equal(a, b) for a, b in zip(sharded, reference_params))
+        max_ulp = max(
+            float(((a - b).abs() / (torch.finfo(a.dtype).eps * b.abs().clamp_min(1e-30))).max())
+            for a, b in zip(sharded, reference_params)
+        )
+        out[name] = {"exact": exact, "max_ulp": max_ulp, "impl": opt.last_impl.get(0)}
+    # nonfinite="skip": rank 1 alone sees a NaN; every rank must skip the step
+    model = _shard(_model())
+    opt = _make(model.parameters(), {"nonfinite": "skip"})
+    before = [_full(p).detach().clone() for p in model.parameters()]
+    x, y = _data(rank, 1)[0]
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    if rank == 1:
+        next(model.parameters()).grad.to_local().view(-1)[0] = float("nan")
+    opt.step()
+    after = [_full(p).detach() for p in model.parameters()]
+    out["skip"] = {"unchanged": all(torch.equal(a, b) for a, b in zip(before, after)),
+                   "skipped": opt.skipped_steps}  # fmt: skip
+    results = [None] * world
+    dist.all_gather_object(results, out)
+    if rank == 0:
+        Path(tmp, "fsdp.json").write_text(json.dumps(results))
+    dist.destroy_process_group()
+
+
+def ddp_zero_worker(rank: int, world: int, tmp: str) -> None:
+    """DDP, and ZeroRedundancyOptimizer(optimizer_class=rmsprop.RMSprop)."""
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    import rmsprop
+
+    _init(rank, world, tmp)
+    out = {}
+    for name in ("ddp", "zero"):
+        model = DDP(_model())
+        reference = [p.detach().clone().requires_grad_() for p in model.parameters()]
+        if name == "ddp":
+            opt = rmsprop.RMSprop(model.parameters(), lr=0.01, momentum=0.9, centered=True)
+        else:
+            opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=rmsprop.RMSprop,
+                                          lr=0.01, momentum=0.9, centered=True)  # fmt: skip
+        ref_opt = rmsprop.RMSprop(reference, lr=0.01, momentum=0.9, centered=True)
+        for x, y in _data(rank, 5):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            for p, q in zip(reference, model.parameters()):
+                p.grad = q.grad.clone()
+            opt.step()
+            ref_opt.step()
+        params = [p.detach() for p in model.parameters()]
+        gathered = [None] * world
+        dist.all_gather_object(gathered, [p.tolist() for p in params])
+        out[name] = {
+            "equal_to_single_process": all(torch.equal(a, b) for a, b in zip(params, reference)),
+            "ranks_agree": gathered[0] == gathered[-1],
+        }
+    if rank == 0:
+        Path(tmp, "ddp.json").write_text(json.dumps(out))
+    dist.destroy_process_group()
+
+
+def dcp_worker(rank: int, world: int, tmp: str, phase: str) -> None:
+    """Distributed checkpoint: 'save' after 5 steps, 'resume' in new processes for 5 more,
+    'straight' for 10 steps; rank 0 writes the final full parameters."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    _init(rank, world, tmp)
+    model = _shard(_model())
+    opt = _make(model.parameters(), {"preset": "tf1", "lr": 0.01, "momentum": 0.9})
+    data = _data(rank, 10)
+
+    def run(batches):
+        for x, y in batches:
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+
+    ckpt = str(Path(tmp, "ckpt"))
+    if phase == "save":
+        run(data[:5])
+        state = {
+            "model": get_model_state_dict(model),
+            "optim": get_optimizer_state_dict(model, opt),
+        }
+        dcp.save(state, checkpoint_id=ckpt)
+    elif phase == "resume":
+        state = {
+            "model": get_model_state_dict(model),
+            "optim": get_optimizer_state_dict(model, opt),
+        }
+        dcp.load(state, checkpoint_id=ckpt)
+        set_model_state_dict(model, state["model"])
+        set_optimizer_state_dict(model, opt, state["optim"])
+        run(data[5:])
+    else:
+        run(data)
+    final = [_full(p).detach() for p in model.parameters()]
+    if rank == 0 and phase != "save":
+        torch.save(final, Path(tmp, f"{phase}.pt"))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":  # for manual runs: python tests/dist_workers.py fsdp /tmp/dir
+    import torch.multiprocessing as mp
+
+    kind, folder = sys.argv[1], sys.argv[2]
+    target = {"fsdp": fsdp_worker, "ddp": ddp_zero_worker}[kind]
+    mp.spawn(target, args=(2, folder), nprocs=2, join=True)
