@@ -11,6 +11,9 @@ Usage (each in an environment that has the framework; see README "Golden files")
   # timm RMSpropTF: torch + timm installed with --no-deps (tested with timm 1.0.31);
   # rmsprop_tf.py is loaded by file, without importing the timm package (no torchvision).
   python tests/golden/make_golden.py timm_tf --timm-optim-dir /path/to/site-packages/timm/optim
+  # Stable-Baselines3 RMSpropTFLike (tested with 2.9.2): the one file, from the wheel
+  # (pip download --no-deps stable-baselines3; unzip it), needs only torch.
+  python tests/golden/make_golden.py sb3_tf_like --sb3-file /path/to/sb2_compat/rmsprop_tf_like.py
 
 The script only needs numpy and the framework; it does not import rmsprop.
 """
@@ -54,6 +57,17 @@ TIMM_CONFIGS = {
     ),
 }
 TIMM_FIXED = dict(eps_in_sqrt=True, initial_accumulator_value=1.0, ema_form="delta")
+
+SB3_CONFIGS = {
+    "sb3_tf_like_plain": dict(alpha=0.99, eps=1e-8),
+    "sb3_tf_like_momentum": dict(alpha=0.99, eps=1e-5, momentum=0.9),
+    "sb3_tf_like_centered_momentum_wd": dict(
+        alpha=0.9, eps=1e-4, momentum=0.5, centered=True, weight_decay=0.01
+    ),
+}
+SB3_FIXED = dict(
+    eps_in_sqrt=True, initial_accumulator_value=1.0, lr_in_momentum=False, ema_form="multiply"
+)
 
 
 def inputs(seed: int) -> tuple[list[np.ndarray], list[list[np.ndarray]], np.ndarray]:
@@ -128,6 +142,32 @@ def run_timm(hp: dict, params0, grads, lrs, optim_dir: Path) -> list[list[np.nda
     return out
 
 
+def run_sb3(hp: dict, params0, grads, lrs, sb3_file: Path) -> list[list[np.ndarray]]:
+    import torch
+
+    spec = importlib.util.spec_from_file_location("sb3_rmsprop_tf_like", sb3_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    params = [torch.tensor(p, dtype=torch.float64, requires_grad=True) for p in params0]
+    opt = module.RMSpropTFLike(
+        params,
+        lr=float(lrs[0]),
+        alpha=hp["alpha"],
+        eps=hp["eps"],
+        weight_decay=hp.get("weight_decay", 0.0),
+        momentum=hp.get("momentum", 0.0),
+        centered=hp.get("centered", False),
+    )
+    out = []
+    for g, rate in zip(grads, lrs):
+        opt.param_groups[0]["lr"] = float(rate)
+        for p, gi in zip(params, g):
+            p.grad = torch.tensor(gi, dtype=torch.float64)
+        opt.step()
+        out.append([p.detach().numpy().copy() for p in params])
+    return out
+
+
 def save(name: str, hp: dict, framework: str, version: str, params0, grads, lrs, traj) -> None:
     arrays = {
         "lrs": lrs,
@@ -145,7 +185,10 @@ def save(name: str, hp: dict, framework: str, version: str, params0, grads, lrs,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("framework", choices=["tf1", "timm_tf"])
+    parser.add_argument("framework", choices=["tf1", "timm_tf", "sb3_tf_like"])
+    parser.add_argument(
+        "--sb3-file", type=Path, help="stable_baselines3/common/sb2_compat/rmsprop_tf_like.py"
+    )
     parser.add_argument(
         "--timm-optim-dir", type=Path, help="the timm/optim folder of a timm install"
     )
@@ -162,6 +205,23 @@ def main() -> None:
                 hp,
                 "tensorflow.compat.v1.train.RMSPropOptimizer",
                 tf.__version__,
+                params0,
+                grads,
+                lrs,
+                traj,
+            )
+    elif args.framework == "sb3_tf_like":
+        if args.sb3_file is None:
+            parser.error("sb3_tf_like needs --sb3-file")
+        for seed, (name, cfg) in enumerate(SB3_CONFIGS.items(), start=200):
+            params0, grads, lrs = inputs(seed)
+            traj = run_sb3(cfg, params0, grads, lrs, args.sb3_file)
+            hp = {"momentum": 0.0, "centered": False, "weight_decay": 0.0, **cfg, **SB3_FIXED}
+            save(
+                name,
+                hp,
+                "stable_baselines3.RMSpropTFLike",
+                "2.9.2 (rmsprop_tf_like.py)",
                 params0,
                 grads,
                 lrs,

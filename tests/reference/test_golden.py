@@ -20,12 +20,9 @@ FILES = golden_files()
 
 def test_golden_files_are_present():
     names = {p.stem for p in FILES}
-    assert {
-        "tf1_plain",
-        "tf1_centered_momentum",
-        "timm_tf_plain",
-        "timm_tf_decoupled_momentum",
-    } <= names
+    expected = {"tf1_plain", "tf1_centered_momentum", "timm_tf_plain", "timm_tf_decoupled_momentum",
+                "sb3_tf_like_plain"}  # fmt: skip
+    assert expected <= names
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
@@ -46,6 +43,7 @@ def test_reference_matches_golden_trajectory(path):
         ("dopamine", "tf1_dopamine"),
         ("impala", "tf1_impala"),
         ("timm_tf", "timm_tf_plain"),
+        ("sb3_tf_like", "sb3_tf_like_plain"),
     ],
 )
 def test_preset_switches_are_the_golden_ones(preset, golden):
