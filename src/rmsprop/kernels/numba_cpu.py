@@ -256,34 +256,45 @@ def step(
 ) -> None:
     """One fused step over every tensor of the lists (grouped by dtype)."""
     lr = float(to_scalar_lr(lr))
-    grads = [g.contiguous() for g in grads]
-    torch._foreach_add_(state_steps, 1.0)  # (1)
+    grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
+    torch._foreach_add_(
+        state_steps, _ONE, alpha=1.0
+    )  # (1) one wrapped scalar, as torch does on CPU
+    centered, has_momentum = hp.centered, hp.momentum > 0
     by_dtype: dict[torch.dtype, list[int]] = {}
     for i, p in enumerate(params):
         by_dtype.setdefault(p.dtype, []).append(i)
     for dtype, index in by_dtype.items():
-        _check([params[i] for i in index], "parameter")
-        np_dtype = np.dtype(torch.empty((), dtype=dtype).numpy().dtype)
-        addresses = np.zeros((len(index), 5), np.int64)
-        for row, i in enumerate(index):
-            state = (square_avgs[i], grad_avgs[i], momentum_buffers[i])
-            _check([s for s in state if s is not None], "state tensor")
-            if any(s is not None and s.dtype != dtype for s in state) or grads[i].dtype != dtype:
-                raise RuntimeError("impl='numba' needs grads and state in the parameter's dtype")
-            addresses[row] = [params[i].data_ptr(), grads[i].data_ptr(), square_avgs[i].data_ptr(),
-                              grad_avgs[i].data_ptr() if hp.centered else 0,
-                              momentum_buffers[i].data_ptr() if hp.momentum > 0 else 0]  # fmt: skip
+        tensors = [params[i] for i in index] + [square_avgs[i] for i in index]
+        tensors += [grad_avgs[i] for i in index] if centered else []
+        tensors += [momentum_buffers[i] for i in index] if has_momentum else []
+        if not all(t.is_contiguous() for t in tensors):
+            raise RuntimeError(
+                "impl='numba' needs contiguous parameters and state (use impl='foreach')"
+            )
+        if any(t.dtype != dtype for t in tensors) or any(grads[i].dtype != dtype for i in index):
+            raise RuntimeError("impl='numba' needs grads and state in the parameter's dtype")
+        np_dtype = _NP_DTYPES[dtype]
+        addresses = np.array(
+            [(params[i].data_ptr(), grads[i].data_ptr(), square_avgs[i].data_ptr(),
+              grad_avgs[i].data_ptr() if centered else 0,
+              momentum_buffers[i].data_ptr() if has_momentum else 0) for i in index],
+            dtype=np.int64,
+        ).reshape(len(index), 5)  # fmt: skip
         sizes = tuple(params[i].numel() for i in index)
-        corrections = np.array(  # (6) computed in double, used in the tensor dtype (as torch)
-            [
-                1 - hp.alpha ** step_value(state_steps[i]) if hp.bias_correction else 1.0
-                for i in index
-            ],
-            dtype=np_dtype,
-        )
+        if hp.bias_correction:  # (6) computed in double, used in the tensor dtype (as torch)
+            corrections = np.array(
+                [1 - hp.alpha ** step_value(state_steps[i]) for i in index], np_dtype
+            )
+        else:
+            corrections = np.ones(len(index), np_dtype)
         chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
         kernel_for(hp)(addresses, np.array(sizes, np.int64), corrections, chunk_tensor, chunk_start,
                        chunk_stop, _scalars(hp, lr, np_dtype))  # fmt: skip
+
+
+_ONE = torch.tensor(1.0)
+_NP_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
 @njit(parallel=True, cache=True)
