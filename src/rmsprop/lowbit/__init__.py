@@ -1,0 +1,19 @@
+"""Compact optimizer state: bf16 with stochastic rounding, and blockwise 8-bit codes."""
+
+from .codecs import (
+    BLOCK,
+    dequantize_blockwise,
+    dynamic_map,
+    hash32,
+    quantize_blockwise,
+    stochastic_round_to_bf16,
+)
+
+__all__ = [
+    "BLOCK",
+    "dequantize_blockwise",
+    "dynamic_map",
+    "hash32",
+    "quantize_blockwise",
+    "stochastic_round_to_bf16",
+]
