@@ -49,6 +49,16 @@ def _check_entry(gi: int, pid: Any, entry: dict[str, Any], param: torch.Tensor, 
     if step is not None and torch.is_tensor(step) and step.numel() != 1:
         raise ValueError(f"{where}: 'step' must be a scalar, got shape {tuple(step.shape)}")
     for key in ("square_avg", "momentum_buffer", "grad_avg"):
+        codes, scale = entry.get(f"{key}_codes"), entry.get(f"{key}_scale")
+        if (codes is None) != (scale is None):
+            raise ValueError(f"{where}: {key!r} needs both '{key}_codes' and '{key}_scale'")
+        if codes is not None:
+            blocks = (param.numel() + 255) // 256
+            if codes.shape != param.shape or codes.dtype != torch.uint8 or scale.shape != (blocks,):
+                raise ValueError(
+                    f"{where}: 8-bit {key!r} must be uint8 codes of shape {tuple(param.shape)} and "
+                    f"{blocks} scales; got {codes.dtype} {tuple(codes.shape)} and {tuple(scale.shape)}"
+                )
         value = entry.get(key)
         if value is None:
             continue

@@ -12,6 +12,7 @@ from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiabl
 
 from .._validation import NON_NEGATIVE, check_choice, check_real, validate_hyperparameters
 from ..algorithm import ALGORITHM
+from ..lowbit.state import BUFFERS, COMPACT, decode, encode, has, in_form
 from ..presets import get_preset
 from ._common import Hyper
 from ._distributed import any_nonfinite, clip_scale, is_dtensor, local, squared_norms
@@ -19,7 +20,7 @@ from ._sparse import densify, is_sparse, lazy_sparse_rmsprop_
 from .functional import IMPLS
 from .functional import rmsprop as functional_rmsprop
 
-STATE_DTYPES = (None, torch.float32)
+STATE_DTYPES = (None, torch.float32, torch.bfloat16, "int8")
 SPARSE_MODES = (None, "lazy", "dense")
 GROUP_KEYS = (
     "lr", "alpha", "eps", "weight_decay", "momentum", "centered", "capturable", "foreach",
@@ -27,7 +28,8 @@ GROUP_KEYS = (
     "lr_in_momentum", "decoupled_weight_decay", "bias_correction", "clipvalue", "clipnorm",
     "global_clipnorm", "impl", "state_dtype", "ema_form", "centered_clamp", "sparse_mode",
 )  # fmt: skip
-STATE_KEYS = ("step", "square_avg", "momentum_buffer", "grad_avg")
+STATE_KEYS = ("step", "square_avg", "momentum_buffer", "grad_avg",
+              *(f"{b}_{part}" for b in BUFFERS for part in ("codes", "scale")))  # fmt: skip
 #: Implementation choices belong to the machine, not the checkpoint: load_state_dict keeps them.
 RUNTIME_KEYS = ("impl", "foreach")
 
@@ -60,7 +62,7 @@ def _check_group(group: dict[str, Any]) -> dict[str, Any]:
     if "state_dtype" in special and special["state_dtype"] not in STATE_DTYPES:
         raise ValueError(
             f"state_dtype={special['state_dtype']!r} is not supported: it must be None "
-            "(the parameter's dtype) or torch.float32"
+            "(the parameter's dtype), torch.float32, torch.bfloat16 or 'int8'"
         )
     if "sparse_mode" in special:
         check_choice("sparse_mode", special["sparse_mode"], SPARSE_MODES)
@@ -183,6 +185,7 @@ class RMSprop(Optimizer):
         )  # fmt: skip
         self.nonfinite = check_choice("nonfinite", nonfinite, ("update", "skip", "raise"))
         self.skipped_steps = 0
+        self.rounding_seed = 0  # the stochastic-rounding stream of bf16 state (saved in state_dict)
         self.last_impl: dict[int, str] = {}
         super().__init__(params, defaults)
 
@@ -211,6 +214,7 @@ class RMSprop(Optimizer):
         self.__dict__.setdefault("nonfinite", "update")
         self.__dict__.setdefault("skipped_steps", 0)
         self.__dict__.setdefault("last_impl", {})
+        self.__dict__.setdefault("rounding_seed", 0)
         for group in self.param_groups:
             for key in GROUP_KEYS:
                 group.setdefault(key, self.defaults[key])
@@ -222,6 +226,7 @@ class RMSprop(Optimizer):
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
         sd["skipped_steps"] = self.skipped_steps
+        sd["rounding_seed"] = self.rounding_seed
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -232,43 +237,78 @@ class RMSprop(Optimizer):
         from ._checkpoint import check_state_dict
 
         check_state_dict(self, state_dict)
-        saved_skips = state_dict.get("skipped_steps", 0)
         runtime = [{k: g[k] for k in RUNTIME_KEYS} for g in self.param_groups]
+        saved = {}  # param -> its saved entry, before torch casts floats to the param dtype
+        for saved_group, group in zip(state_dict["param_groups"], self.param_groups):
+            for pid, p in zip(saved_group["params"], group["params"]):
+                if pid in state_dict["state"]:
+                    saved[p] = state_dict["state"][pid]
         super().load_state_dict(state_dict)
-        self.skipped_steps = int(saved_skips)
+        self.skipped_steps = int(state_dict.get("skipped_steps", 0))
+        self.rounding_seed = int(state_dict.get("rounding_seed", 0))
         for group, kept in zip(self.param_groups, runtime):  # how to run is not in a checkpoint
             group.update(kept)
-        for group in self.param_groups:  # torch casts state to the param dtype; undo that
-            if group["state_dtype"] is not None:
-                for p in group["params"]:
-                    for key in ("square_avg", "momentum_buffer", "grad_avg"):
-                        tensor = self.state.get(p, {}).get(key)
-                        if tensor is not None and not torch.is_complex(tensor):
-                            self.state[p][key] = tensor.to(group["state_dtype"])
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p in saved:
+                    self._adopt_saved(p, group, saved[p])
+
+    def _adopt_saved(self, p: Tensor, group: dict[str, Any], entry: dict[str, Any]) -> None:
+        """Keep the saved buffers' own dtypes (torch casts them to the parameter's), then
+        convert each buffer to this group's ``state_dtype`` form if it is in another."""
+        state = self.state[p]
+        for key, value in entry.items():
+            if key != "step" and torch.is_tensor(value):
+                state[key] = value.to(device=p.device)
+        step = int(state["step"]) if "step" in state else 0
+        for name in BUFFERS:
+            if has(state, name) and not in_form(state, name, p, group["state_dtype"]):
+                value = decode(state, name)
+                encode(
+                    state,
+                    name,
+                    value,
+                    p,
+                    group["state_dtype"],
+                    step,
+                    self.rounding_seed,
+                    self._salt(p),
+                )
 
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         """State created on demand: switching momentum or centered on later works."""
         state = self.state[p]
-        dtype = (
-            p.dtype if group["state_dtype"] is None or torch.is_complex(p) else group["state_dtype"]
-        )
+        state_dtype = group["state_dtype"]
         if "step" not in state:
             device = p.device if group["capturable"] else None
             state["step"] = torch.zeros((), dtype=_get_scalar_dtype(), device=device)
-        if "square_avg" not in state:
-            state["square_avg"] = torch.full_like(
-                p,
-                group["initial_accumulator_value"],
-                dtype=dtype,
-                memory_format=torch.preserve_format,
-            )
-        for key, wanted in (
-            ("momentum_buffer", group["momentum"] > 0),
-            ("grad_avg", group["centered"]),
-        ):
-            if wanted and key not in state:
-                state[key] = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+        wanted = (
+            ("square_avg", True, group["initial_accumulator_value"]),
+            ("momentum_buffer", group["momentum"] > 0, 0.0),
+            ("grad_avg", group["centered"], 0.0),
+        )
+        for key, needed, start in wanted:
+            if not needed or has(state, key):
+                continue
+            if state_dtype in COMPACT:
+                fp32 = torch.full_like(
+                    p, start, dtype=torch.float32 if not p.is_complex() else p.dtype
+                )
+                encode(state, key, fp32, p, state_dtype, 0, self.rounding_seed, self._salt(p))
+            else:
+                dtype = p.dtype if state_dtype is None or torch.is_complex(p) else state_dtype
+                state[key] = torch.full_like(
+                    p, start, dtype=dtype, memory_format=torch.preserve_format
+                )
         return state
+
+    def _salt(self, p: Tensor) -> int:
+        """A per-parameter number for the stochastic-rounding stream (its position)."""
+        if not hasattr(self, "_salts") or p not in self._salts:
+            self._salts = {
+                q: i for i, q in enumerate(q for g in self.param_groups for q in g["params"])
+            }
+        return self._salts[p]
 
     # ------------------------------------------------------------------ the step
     def _grads(self) -> list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]:
@@ -303,7 +343,46 @@ class RMSprop(Optimizer):
             self.last_impl[index] = self._step_group(group, params, grads)
         return loss
 
+    def _step_compact(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
+    ) -> str:
+        """bf16 / int8 state: per tensor, decode to fp32, run the implementation, encode back
+        (stochastic rounding for bf16; blockwise codes for int8). At most one tensor's fp32
+        state exists at a time."""
+        hp = Hyper.from_group(group)
+        used = "none"
+        for p, g in zip(params, grads):
+            if is_sparse(g):
+                raise RuntimeError(
+                    "sparse gradients with state_dtype=bfloat16/'int8' are not supported"
+                )
+            state = self._init_state(p, group)
+            work = {k: decode(state, k) for k in BUFFERS if has(state, k)}
+            tensors = (p, g, work["square_avg"], work.get("grad_avg") if hp.centered else None,
+                       work.get("momentum_buffer") if hp.momentum > 0 else None, state["step"])  # fmt: skip
+            if is_dtensor(p):
+                tensors = tuple(local(t) for t in tensors)
+            used = functional_rmsprop(
+                *([t] for t in tensors), lr=group["lr"], hp=hp, impl=group["impl"],
+                foreach=group["foreach"], capturable=group["capturable"],
+            )  # fmt: skip
+            step = int(state["step"])
+            for key, value in work.items():
+                encode(
+                    state,
+                    key,
+                    value,
+                    p,
+                    group["state_dtype"],
+                    step,
+                    self.rounding_seed,
+                    self._salt(p),
+                )
+        return used
+
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> str:
+        if group["state_dtype"] in COMPACT:
+            return self._step_compact(group, params, grads)
         hp = Hyper.from_group(group)
         dense: tuple[list[Any], ...] = ([], [], [], [], [], [])
         used = "none"
