@@ -30,8 +30,9 @@ GROUP_KEYS = (
 )  # fmt: skip
 STATE_KEYS = ("step", "square_avg", "momentum_buffer", "grad_avg",
               *(f"{b}_{part}" for b in BUFFERS for part in ("codes", "scale")))  # fmt: skip
-#: Implementation choices belong to the machine, not the checkpoint: load_state_dict keeps them.
-RUNTIME_KEYS = ("impl", "foreach")
+#: How to run and how to store state belong to the machine, not the checkpoint:
+#: load_state_dict keeps the optimizer's own values (and converts the state to its state_dtype).
+RUNTIME_KEYS = ("impl", "foreach", "state_dtype")
 
 
 def check_torch_lr(lr: Any) -> float | Tensor:
@@ -232,7 +233,9 @@ class RMSprop(Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As torch's, after checking the checkpoint against the parameters: a mismatch
         raises ``ValueError`` and leaves the optimizer as it was. The optimizer keeps its
-        own ``impl`` and ``foreach`` (how to run on this machine); every hyperparameter and
+        own ``impl``, ``foreach`` and ``state_dtype`` (how to run and store on this machine)
+        and converts the loaded state to its ``state_dtype`` (int8 codes are decoded, bf16 is
+        widened exactly or written with stochastic rounding); every hyperparameter and
         switch comes from the checkpoint."""
         from ._checkpoint import check_state_dict
 

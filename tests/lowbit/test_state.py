@@ -1,0 +1,136 @@
+"""bf16 and int8 optimizer state: size, agreement across impls, closeness to fp32 state,
+checkpoints in compact form."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import rmsprop
+from rmsprop.lowbit.codecs import dequantize_blockwise
+from rmsprop.lowbit.state import state_bytes
+
+COMPACT = [torch.bfloat16, "int8"]
+CONFIGS = {"plain": {}, "momentum_centered": {"momentum": 0.9, "centered": True},
+           "tf1_nesterov": {"initial_accumulator_value": 1.0, "eps_in_sqrt": True, "ema_form": "delta",
+                            "momentum": 0.9, "nesterov": True, "lr_in_momentum": True}}  # fmt: skip
+
+
+def _train(state_dtype, cfg, impl="auto", steps=200, shape=(64, 96), seed=0):
+    torch.manual_seed(seed)
+    w = torch.randn(shape) * 0.3
+    p = torch.zeros(shape, requires_grad=True)
+    opt = rmsprop.RMSprop([p], lr=0.01, state_dtype=state_dtype, impl=impl, **cfg)
+    g = torch.Generator().manual_seed(seed + 1)
+    for _ in range(steps):
+        x = torch.randn(32, shape[0], generator=g)
+        y = x @ w + 0.1 * torch.randn(32, shape[1], generator=g)  # noisy: no exact solution
+        opt.zero_grad()
+        ((x @ p - y) ** 2).mean().backward()
+        opt.step()
+    return p, opt  # the parameter itself: opt.state is keyed by it
+
+
+@pytest.mark.parametrize(("state_dtype", "cfg", "limit"), [
+    ("int8", {}, 1.05), ("int8", {"momentum": 0.9}, 2.1),
+    (torch.bfloat16, {}, 2.0), (torch.bfloat16, {"momentum": 0.9, "centered": True}, 6.0),
+])  # fmt: skip
+def test_state_bytes_per_parameter(state_dtype, cfg, limit):
+    p, opt = _train(state_dtype, cfg, steps=1)
+    per_param = state_bytes(opt.state[p]) / p.numel()
+    assert per_param <= limit
+    if state_dtype == "int8":
+        assert per_param == pytest.approx(
+            limit / 1.05 * (1 + 4 / 256) if limit < 2 else 2 * (1 + 4 / 256)
+        )
+
+
+def test_small_tensors_keep_fp32_state_under_int8():
+    p = torch.zeros(100, requires_grad=True)
+    opt = rmsprop.RMSprop([p], state_dtype="int8")
+    p.grad = torch.ones(100)
+    opt.step()
+    assert opt.state[p]["square_avg"].dtype == torch.float32
+
+
+@pytest.fixture
+def ieee_sqrt(monkeypatch):
+    def sqrt(t):
+        return torch.from_numpy(np.sqrt(t.detach().numpy()))
+
+    monkeypatch.setattr(torch.Tensor, "sqrt", sqrt)
+    monkeypatch.setattr(torch.Tensor, "sqrt_", lambda t: t.copy_(sqrt(t)))
+    monkeypatch.setattr(torch, "_foreach_sqrt", lambda ts: [sqrt(t) for t in ts])
+    monkeypatch.setattr(torch, "_foreach_sqrt_", lambda ts: [t.copy_(sqrt(t)) for t in ts])
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("state_dtype", COMPACT, ids=["bf16", "int8"])
+def test_every_impl_gives_the_same_bits(state_dtype, config, ieee_sqrt):
+    """Same random stream, same codes: the implementations agree bit for bit (given an IEEE
+    sqrt in the torch paths, the one place torch's CPU kernels round differently)."""
+    runs = {impl: _train(state_dtype, CONFIGS[config], impl=impl, steps=20)
+            for impl in ("single", "foreach", "numba", "triton")}  # fmt: skip
+    for impl, (p, opt) in runs.items():
+        assert torch.equal(p, runs["single"][0]), impl
+        for key, value in opt.state[p].items():
+            assert torch.equal(value, runs["single"][1].state[runs["single"][0]][key]), (impl, key)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize(("state_dtype", "tolerance"), [(torch.bfloat16, 0.01), ("int8", 0.02)],
+                         ids=["bf16", "int8"])  # fmt: skip
+def test_close_to_fp32_state_over_200_steps(state_dtype, tolerance, config):
+    reference, _ = _train(None, CONFIGS[config])
+    compact, _ = _train(state_dtype, CONFIGS[config])
+    assert float((compact - reference).norm() / reference.norm()) <= tolerance
+
+
+@pytest.mark.parametrize("state_dtype", COMPACT, ids=["bf16", "int8"])
+def test_compact_checkpoint_round_trip_is_exact(state_dtype, tmp_path):
+    from rmsprop.optim import checkpoint
+
+    p, opt = _train(state_dtype, CONFIGS["momentum_centered"], steps=5)
+    checkpoint.save(opt, tmp_path / "opt.pt")
+    twin = p.detach().clone().requires_grad_()
+    fresh = rmsprop.RMSprop([twin], lr=0.01, state_dtype=state_dtype, momentum=0.9, centered=True)
+    checkpoint.load(fresh, tmp_path / "opt.pt")  # weights_only=True
+    for key, value in opt.state[p].items():
+        assert torch.equal(value, fresh.state[twin][key]), key
+        assert value.dtype == fresh.state[twin][key].dtype
+    for _ in range(3):
+        g = torch.randn_like(p)
+        p.grad, twin.grad = g.clone(), g.clone()
+        opt.step()
+        fresh.step()
+    assert torch.equal(p, twin)
+
+
+def test_checkpoints_convert_between_state_dtypes():
+    p, opt = _train("int8", {}, steps=3)
+    saved = copy.deepcopy(opt.state_dict())
+    expected = dequantize_blockwise(saved["state"][0]["square_avg_codes"],
+                                    saved["state"][0]["square_avg_scale"], signed=False)  # fmt: skip
+    as_fp32 = rmsprop.RMSprop(
+        [p.detach().clone().requires_grad_()]
+    )  # state_dtype None: the param's dtype
+    as_fp32.load_state_dict(saved)
+    q = as_fp32.param_groups[0]["params"][0]
+    assert torch.equal(as_fp32.state[q]["square_avg"], expected)
+    as_bf16 = rmsprop.RMSprop([q], state_dtype=torch.bfloat16)
+    as_bf16.load_state_dict(as_fp32.state_dict())
+    assert as_bf16.state[q]["square_avg"].dtype == torch.bfloat16
+
+
+def test_int8_state_refuses_nan_unless_skipped():
+    p = torch.zeros(64, 64, requires_grad=True)
+    opt = rmsprop.RMSprop([p], state_dtype="int8")
+    p.grad = torch.full((64, 64), float("nan"))
+    with pytest.raises(FloatingPointError, match="NaN or Inf"):
+        opt.step()
+    opt = rmsprop.RMSprop([p], state_dtype="int8", nonfinite="skip")
+    opt.step()
+    assert opt.skipped_steps == 1
