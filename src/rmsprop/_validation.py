@@ -72,6 +72,7 @@ BOOL_ARGS = (
     "centered_clamp",
     "capturable",
     "differentiable",
+    "stochastic_rounding",
 )
 OPTIONAL_REALS = ("clipvalue", "clipnorm", "global_clipnorm")
 CHOICES: Mapping[str, tuple[Any, ...]] = {

@@ -134,3 +134,32 @@ def test_int8_state_refuses_nan_unless_skipped():
     opt = rmsprop.RMSprop([p], state_dtype="int8", nonfinite="skip")
     opt.step()
     assert opt.skipped_steps == 1
+
+
+def _bf16_run(sr: bool, impl: str = "auto", steps: int = 50):
+    p = torch.ones(20_000, dtype=torch.bfloat16, requires_grad=True)
+    opt = rmsprop.RMSprop([p], lr=1e-4, alpha=0.9, stochastic_rounding=sr, impl=impl)
+    for _ in range(steps):
+        p.grad = torch.ones_like(p)
+        opt.step()
+    return p.detach().float()
+
+
+def test_bf16_params_with_stochastic_rounding_keep_small_updates():
+    exact = torch.ones(20_000, requires_grad=True)  # the same run in fp32
+    opt = rmsprop.RMSprop([exact], lr=1e-4, alpha=0.9)
+    for _ in range(50):
+        exact.grad = torch.ones_like(exact)
+        opt.step()
+    target = float(exact[0])
+    assert float(_bf16_run(sr=False).mean()) == 1.0  # round-to-nearest drops every update
+    assert float(_bf16_run(sr=True).mean()) == pytest.approx(target, abs=2e-4)
+
+
+def test_stochastic_rounding_gives_the_same_bits_in_every_impl(ieee_sqrt):
+    runs = {
+        impl: _bf16_run(sr=True, impl=impl, steps=5)
+        for impl in ("single", "foreach", "numba", "triton")
+    }
+    for impl, p in runs.items():
+        assert torch.equal(p, runs["single"]), impl

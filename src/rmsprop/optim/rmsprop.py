@@ -12,6 +12,7 @@ from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiabl
 
 from .._validation import NON_NEGATIVE, check_choice, check_real, validate_hyperparameters
 from ..algorithm import ALGORITHM
+from ..lowbit.codecs import stochastic_round_to_bf16
 from ..lowbit.state import BUFFERS, COMPACT, decode, encode, has, in_form
 from ..presets import get_preset
 from ._common import Hyper
@@ -27,6 +28,7 @@ GROUP_KEYS = (
     "maximize", "differentiable", "eps_in_sqrt", "initial_accumulator_value", "nesterov",
     "lr_in_momentum", "decoupled_weight_decay", "bias_correction", "clipvalue", "clipnorm",
     "global_clipnorm", "impl", "state_dtype", "ema_form", "centered_clamp", "sparse_mode",
+    "stochastic_rounding",
 )  # fmt: skip
 STATE_KEYS = ("step", "square_avg", "momentum_buffer", "grad_avg",
               *(f"{b}_{part}" for b in BUFFERS for part in ("codes", "scale")))  # fmt: skip
@@ -108,7 +110,12 @@ class RMSprop(Optimizer):
         global norm is over the parameter group). ``p.grad`` itself is not modified.
       impl: ``"auto"``, ``"single"``, ``"foreach"``, ``"numba"``, ``"triton"`` or
         ``"compiled"``. An explicit choice that cannot run raises and says why.
-      state_dtype: ``None`` (the parameter's dtype, as torch) or ``torch.float32``.
+      state_dtype: ``None`` (the parameter's dtype, as torch), ``torch.float32``,
+        ``torch.bfloat16`` (2 bytes per buffer, written with stochastic rounding) or
+        ``"int8"`` (blockwise 8-bit codes with one fp32 scale per 256 elements for tensors of
+        at least 4,096 elements: ~1.02 bytes per buffer). The math is fp32 in every case.
+      stochastic_rounding: bf16 parameters are written back with stochastic rounding
+        (pure-bf16 training: updates smaller than half a bf16 ulp survive on average).
       nonfinite: ``"update"`` (torch: NaN/Inf flow into the update), ``"skip"`` (a step
         with a non-finite gradient changes nothing and is counted in ``skipped_steps``) or
         ``"raise"`` (``FloatingPointError`` before anything changes).
@@ -170,6 +177,7 @@ class RMSprop(Optimizer):
         ema_form: str = "torch",
         centered_clamp: bool = False,
         sparse_mode: str | None = None,
+        stochastic_rounding: bool = False,
     ) -> None:
         defaults = _check_group(
             {
@@ -182,6 +190,7 @@ class RMSprop(Optimizer):
                 "clipvalue": clipvalue, "clipnorm": clipnorm, "global_clipnorm": global_clipnorm,
                 "impl": impl, "state_dtype": state_dtype, "ema_form": ema_form,
                 "centered_clamp": centered_clamp, "sparse_mode": sparse_mode,
+                "stochastic_rounding": stochastic_rounding,
             }
         )  # fmt: skip
         self.nonfinite = check_choice("nonfinite", nonfinite, ("update", "skip", "raise"))
@@ -346,46 +355,47 @@ class RMSprop(Optimizer):
             self.last_impl[index] = self._step_group(group, params, grads)
         return loss
 
-    def _step_compact(
+    def _step_per_tensor(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
     ) -> str:
-        """bf16 / int8 state: per tensor, decode to fp32, run the implementation, encode back
-        (stochastic rounding for bf16; blockwise codes for int8). At most one tensor's fp32
-        state exists at a time."""
+        """Compact state or stochastically rounded bf16 params: per tensor, decode the state
+        (and widen a bf16 param) to fp32, run the implementation, encode back (stochastic
+        rounding for bf16, blockwise codes for int8). One tensor's fp32 copy at a time."""
         hp = Hyper.from_group(group)
         used = "none"
         for p, g in zip(params, grads):
             if is_sparse(g):
                 raise RuntimeError(
-                    "sparse gradients with state_dtype=bfloat16/'int8' are not supported"
+                    "sparse gradients with state_dtype=bfloat16/'int8' or stochastic_rounding are not supported"
                 )
             state = self._init_state(p, group)
             work = {k: decode(state, k) for k in BUFFERS if has(state, k)}
-            tensors = (p, g, work["square_avg"], work.get("grad_avg") if hp.centered else None,
+            param, grad = local(p), local(g)
+            rounded = group["stochastic_rounding"] and param.dtype == torch.bfloat16
+            param_work = param.float() if rounded else param
+            tensors = (param_work, grad.float() if rounded else grad, work["square_avg"],
+                       work.get("grad_avg") if hp.centered else None,
                        work.get("momentum_buffer") if hp.momentum > 0 else None, state["step"])  # fmt: skip
-            if is_dtensor(p):
-                tensors = tuple(local(t) for t in tensors)
             used = functional_rmsprop(
-                *([t] for t in tensors), lr=group["lr"], hp=hp, impl=group["impl"],
+                *([local(t)] for t in tensors), lr=group["lr"], hp=hp, impl=group["impl"],
                 foreach=group["foreach"], capturable=group["capturable"],
             )  # fmt: skip
-            step = int(state["step"])
-            for key, value in work.items():
-                encode(
-                    state,
-                    key,
-                    value,
-                    p,
-                    group["state_dtype"],
-                    step,
-                    self.rounding_seed,
-                    self._salt(p),
+            step, salt = int(state["step"]), self._salt(p)
+            if rounded:  # (10) θ stored with stochastic rounding: small updates survive on average
+                param.copy_(
+                    stochastic_round_to_bf16(
+                        param_work, step, self.rounding_seed * 7919 + salt * 3 + 3
+                    )
                 )
+            for key, value in work.items():
+                encode(state, key, value, p, group["state_dtype"], step, self.rounding_seed, salt)
         return used
 
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> str:
-        if group["state_dtype"] in COMPACT:
-            return self._step_compact(group, params, grads)
+        if group["state_dtype"] in COMPACT or (
+            group["stochastic_rounding"] and any(p.dtype == torch.bfloat16 for p in params)
+        ):
+            return self._step_per_tensor(group, params, grads)
         hp = Hyper.from_group(group)
         dense: tuple[list[Any], ...] = ([], [], [], [], [], [])
         used = "none"
