@@ -194,6 +194,34 @@ def run_embedding(suite: Suite, repeats: int, device: str, progress) -> list[Row
     return rows
 
 
+def run_state(suite: Suite, config: Config, repeats: int, device: str, progress) -> list[Row]:
+    """The same step with fp32, bf16 and int8 state: time and state bytes per parameter."""
+    import torch
+
+    import rmsprop
+
+    from ..lowbit.state import state_bytes
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    params, grads = _make_params(suite, device)
+    for p, g in zip(params, grads):
+        p.grad = g
+    rows, baseline = [], None
+    for label, state_dtype in (("fp32", None), ("bf16", torch.bfloat16), ("int8", "int8")):
+        progress(f"{suite.name} / {config.name}: {label} state")
+        opt = rmsprop.RMSprop(params, lr=1e-3, state_dtype=state_dtype, **config.kwargs)
+        med, p10, p90 = _stats(timings(opt.step, repeats, 2, sync))
+        per_param = sum(state_bytes(opt.state[p]) for p in params) / suite.numel
+        baseline = baseline or med
+        note = (
+            f"{per_param:.3f} state bytes/param; ran {opt.last_impl.get(0)}; ratio: vs fp32 state"
+        )
+        rows.append(Row(suite.name, config.name, f"rmsprop auto, {label} state", med, p10, p90,
+                        None, None, baseline / med, note))  # fmt: skip
+        del opt
+    return rows
+
+
 def environment(device: str) -> dict[str, Any]:
     import torch
 
@@ -251,6 +279,9 @@ def run_bench(suites: list[str], repeats: int, device: str, json_path: Path | No
             suite = SUITES[name]
             if suite.sparse_rows:
                 rows += run_embedding(suite, repeats, device, progress)
+            elif suite.name == "state":
+                for config in suite.configs:
+                    rows += run_state(suite, config, repeats, device, progress)
             else:
                 for config in suite.configs:
                     rows += run_dense(suite, config, repeats, device, triad, progress, only)

@@ -63,5 +63,10 @@ SUITES = {
         configs=(PLAIN,),
         sparse_rows=4096,
     ),
+    "state": Suite(
+        "state",
+        "16M parameters in 40 tensors with fp32, bf16 and int8 optimizer state",
+        tuple((400, 1000) for _ in range(40)),
+    ),
     "tiny": Suite("tiny", "smoke test: 3 tensors", ((64, 64), (64,), (10, 64))),
 }
