@@ -68,108 +68,186 @@ def _as_pointer(typingctx, address):
     return sig, codegen
 
 
-def _make_kernel(flags: tuple[int, ...]):
-    """A kernel specialised for one combination of switches.
+@njit(inline="always")
+def _update(f, gi, pi, vi, mi, bi, s, lerp_low, correction):
+    """Steps (1)-(10) for one element; ``f`` the switches (compile-time constants at every
+    call site), ``s`` the scalars. Returns the new (p, v, ḡ, b)."""
+    maximize, wd_mode, ema, centered, clamp, bias, eps_in_sqrt, momentum_mode, nesterov = f
+    alpha, oma, eps, wd, lr, neg_lr = s[ALPHA], s[ONE_MINUS_ALPHA], s[EPS], s[WD], s[LR], s[NEG_LR]
+    mu, decay, neg_lr_mu, neg_mu = s[MOMENTUM], s[DECAY], s[NEG_LR_MOM], s[NEG_MOM]
+    if maximize:  # (1)
+        gi = -gi
+    if wd_mode == 2:  # (3) decoupled: param.mul_(1 - lr*wd)
+        pi = pi * decay
+    elif wd_mode == 1:  # (3) coupled: grad.add(param, alpha=wd)
+        gi = _fma(wd, pi, gi)
+    if ema == 2:  # (4) square_avg.add_(g*g - v, alpha=1-alpha)
+        vi = _fma(oma, gi * gi - vi, vi)
+    else:  # (4) square_avg.mul_(alpha).addcmul_(g, g, value=1-alpha)
+        vi = _fma(oma * gi, gi, vi * alpha)
+    si = vi
+    if centered:  # (5)
+        if ema == 0:  # grad_avg.lerp_(g, 1-alpha)
+            if lerp_low:
+                mi = _fma(oma, gi - mi, mi)
+            else:
+                mi = _fma(-s[LERP_REST], gi - mi, gi)
+        elif ema == 1:  # grad_avg.mul_(alpha).add_(g, alpha=1-alpha)
+            mi = _fma(oma, gi, mi * alpha)
+        else:  # grad_avg.add_(g - grad_avg, alpha=1-alpha)
+            mi = _fma(oma, gi - mi, mi)
+        if bias:  # (6)
+            mean = mi / correction
+            si = _fma(-mean, mean, vi / correction)
+        else:
+            si = _fma(-mi, mi, vi)
+        if clamp and si < 0:
+            si = si - si  # +0, as clamp_min(s, 0)
+    elif bias:
+        si = vi / correction
+    if eps_in_sqrt:  # (7)
+        d = np.sqrt(si + eps)
+    else:
+        d = np.sqrt(si) + eps
+    if momentum_mode == 0:  # (8)-(10) param.addcdiv_(g, d, value=-lr)
+        pi = pi + (neg_lr * gi) / d
+    elif momentum_mode == 1:  # lr outside: buf.mul_(mu).addcdiv_(g, d)
+        bi = bi * mu + gi / d
+        if nesterov:
+            pi = _fma(neg_lr_mu, bi, pi + (neg_lr * gi) / d)
+        else:
+            pi = _fma(neg_lr, bi, pi)
+    else:  # lr inside: buf.mul_(mu).addcdiv_(g, d, value=lr)
+        bi = bi * mu + (lr * gi) / d
+        if nesterov:
+            pi = _fma(neg_mu, bi, pi) + (neg_lr * gi) / d
+        else:
+            pi = pi - bi
+    return pi, vi, mi, bi
 
-    The switches are compile-time constants of the closure, so untaken branches vanish and
-    the element loop vectorises (LLVM does not reliably do that for runtime flags); numba's
-    disk cache keys closures by their captured values, so each variant compiles once.
-    Element indices are unsigned, which spares numba's negative-index wraparound test.
+
+@intrinsic
+def _f32_from_bits(typingctx, bits):
+    sig = types.float32(types.uint32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+@intrinsic
+def _bits_from_f32(typingctx, value):
+    sig = types.uint32(types.float32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return sig, codegen
+
+
+@njit(inline="always")
+def _hash32(index, offset):
+    """``codecs.hash32``: lowbias32 of ``index + offset`` (all arithmetic mod 2**32)."""
+    mask = np.uint64(0xFFFFFFFF)
+    x = (np.uint64(index) + offset) & mask
+    x = x ^ (x >> np.uint64(16))
+    x = (x * np.uint64(0x7FEB352D)) & mask
+    x = x ^ (x >> np.uint64(15))
+    x = (x * np.uint64(0x846CA68B)) & mask
+    return x ^ (x >> np.uint64(16))
+
+
+@njit(inline="always")
+def _bf16_decode(u16):
+    return _f32_from_bits(np.uint32(u16) << np.uint32(16))
+
+
+@njit(inline="always")
+def _bf16_encode(value, index, offset):
+    """``codecs.stochastic_round_to_bf16`` for one element (``offset`` from step and seed)."""
+    bits = np.uint64(_bits_from_f32(value))
+    if not np.isfinite(value):
+        return np.uint16(0x7FC0) if value != value else np.uint16(bits >> np.uint64(16))
+    noise = _hash32(index, offset) & np.uint64(0xFFFF)
+    return np.uint16(((bits + noise) & np.uint64(0xFFFF0000)) >> np.uint64(16))
+
+
+def _make_kernel(flags: tuple[int, ...], state_format: str = "float"):
+    """A kernel specialised for one combination of switches and one state format.
+
+    The switches are compile-time constants of the closure (passed on to the inlined
+    ``_update``), so untaken branches vanish and the element loop vectorises (LLVM does
+    not reliably do that for runtime flags); numba's disk cache keys closures by their
+    captured values, so each variant compiles once. Element indices are unsigned, which
+    spares numba's negative-index wraparound test.
+
+    ``state_format="float"``: state in the parameter's dtype. ``"bf16"``: state stored as
+    bf16 (uint16 bits), decoded in registers and written back with stochastic rounding,
+    the same bits as ``lowbit.codecs.stochastic_round_to_bf16``.
     """
-    maximize, wd_mode, ema, centered, clamp, bias, eps_in_sqrt, momentum_mode, nesterov = flags
+    centered, momentum_mode = flags[3] == 1, flags[7] != 0
+
+    if state_format == "float":
+
+        @njit(parallel=True, cache=True)
+        def run(addresses, sizes, corrections, chunk_tensor, chunk_start, chunk_stop, s):
+            """``addresses[t]``: data pointers of tensor ``t`` (p, g, v, m, b; 0 if absent)."""
+            lerp_low = s[ONE_MINUS_ALPHA] < 0.5
+            for c in prange(chunk_tensor.shape[0]):
+                t = chunk_tensor[c]
+                n = sizes[t]
+                p = numba.carray(_as_pointer(addresses[t, 0]), n, s.dtype)
+                g = numba.carray(_as_pointer(addresses[t, 1]), n, s.dtype)
+                v = numba.carray(_as_pointer(addresses[t, 2]), n, s.dtype)
+                m = numba.carray(_as_pointer(addresses[t, 3] or addresses[t, 2]), n, s.dtype)
+                b = numba.carray(_as_pointer(addresses[t, 4] or addresses[t, 2]), n, s.dtype)
+                correction = corrections[t]
+                for i in range(chunk_start[c], chunk_stop[c]):
+                    mi = m[i] if centered else s[EPS]
+                    bi = b[i] if momentum_mode else s[EPS]
+                    pi, vi, mi, bi = _update(
+                        flags, g[i], p[i], v[i], mi, bi, s, lerp_low, correction
+                    )
+                    p[i] = pi
+                    v[i] = vi
+                    if centered:
+                        m[i] = mi
+                    if momentum_mode:
+                        b[i] = bi
+
+        return run
 
     @njit(parallel=True, cache=True)
-    def run(addresses, sizes, corrections, chunk_tensor, chunk_start, chunk_stop, s):
-        """``addresses[t]``: data pointers of tensor ``t`` (p, g, v, m, b; 0 if absent);
-        ``s``: the scalars, in the tensor dtype."""
-        alpha, oma, eps, wd, lr, neg_lr = (
-            s[ALPHA],
-            s[ONE_MINUS_ALPHA],
-            s[EPS],
-            s[WD],
-            s[LR],
-            s[NEG_LR],
-        )
-        mu, decay, neg_lr_mu, neg_mu, lerp_rest = (
-            s[MOMENTUM],
-            s[DECAY],
-            s[NEG_LR_MOM],
-            s[NEG_MOM],
-            s[LERP_REST],
-        )
-        lerp_low = oma < 0.5
+    def run_bf16(addresses, sizes, corrections, chunk_tensor, chunk_start, chunk_stop, s, offsets):
+        """As ``run`` with bf16 state; ``offsets[t, k]``: the random-stream offset of
+        buffer ``k`` (v, ḡ, b) of tensor ``t`` at this step."""
+        lerp_low = s[ONE_MINUS_ALPHA] < 0.5
         for c in prange(chunk_tensor.shape[0]):
             t = chunk_tensor[c]
             n = sizes[t]
             p = numba.carray(_as_pointer(addresses[t, 0]), n, s.dtype)
             g = numba.carray(_as_pointer(addresses[t, 1]), n, s.dtype)
-            v = numba.carray(_as_pointer(addresses[t, 2]), n, s.dtype)
-            m = numba.carray(_as_pointer(addresses[t, 3] or addresses[t, 2]), n, s.dtype)
-            b = numba.carray(_as_pointer(addresses[t, 4] or addresses[t, 2]), n, s.dtype)
+            v = numba.carray(_as_pointer(addresses[t, 2]), n, np.uint16)
+            m = numba.carray(_as_pointer(addresses[t, 3] or addresses[t, 2]), n, np.uint16)
+            b = numba.carray(_as_pointer(addresses[t, 4] or addresses[t, 2]), n, np.uint16)
             correction = corrections[t]
             for i in range(chunk_start[c], chunk_stop[c]):
-                gi = g[i]
-                if maximize:  # (1)
-                    gi = -gi
-                pi = p[i]
-                if wd_mode == 2:  # (3) decoupled: param.mul_(1 - lr*wd)
-                    pi = pi * decay
-                elif wd_mode == 1:  # (3) coupled: grad.add(param, alpha=wd)
-                    gi = _fma(wd, pi, gi)
-                vi = v[i]
-                if ema == 2:  # (4) square_avg.add_(g*g - v, alpha=1-alpha)
-                    vi = _fma(oma, gi * gi - vi, vi)
-                else:  # (4) square_avg.mul_(alpha).addcmul_(g, g, value=1-alpha)
-                    vi = _fma(oma * gi, gi, vi * alpha)
-                v[i] = vi
-                si = vi
-                if centered:  # (5)
-                    mi = m[i]
-                    if ema == 0:  # grad_avg.lerp_(g, 1-alpha)
-                        if lerp_low:
-                            mi = _fma(oma, gi - mi, mi)
-                        else:
-                            mi = _fma(-lerp_rest, gi - mi, gi)
-                    elif ema == 1:  # grad_avg.mul_(alpha).add_(g, alpha=1-alpha)
-                        mi = _fma(oma, gi, mi * alpha)
-                    else:  # grad_avg.add_(g - grad_avg, alpha=1-alpha)
-                        mi = _fma(oma, gi - mi, mi)
-                    m[i] = mi
-                    if bias:  # (6)
-                        mean = mi / correction
-                        si = _fma(-mean, mean, vi / correction)
-                    else:
-                        si = _fma(-mi, mi, vi)
-                    if clamp and si < 0:
-                        si = si - si  # +0, as clamp_min(s, 0)
-                elif bias:
-                    si = vi / correction
-                if eps_in_sqrt:  # (7)
-                    d = np.sqrt(si + eps)
-                else:
-                    d = np.sqrt(si) + eps
-                if momentum_mode == 0:  # (8)-(10) param.addcdiv_(g, d, value=-lr)
-                    pi = pi + (neg_lr * gi) / d
-                elif momentum_mode == 1:  # lr outside: buf.mul_(mu).addcdiv_(g, d)
-                    bi = b[i] * mu + gi / d
-                    b[i] = bi
-                    if nesterov:
-                        pi = _fma(neg_lr_mu, bi, pi + (neg_lr * gi) / d)
-                    else:
-                        pi = _fma(neg_lr, bi, pi)
-                else:  # lr inside: buf.mul_(mu).addcdiv_(g, d, value=lr)
-                    bi = b[i] * mu + (lr * gi) / d
-                    b[i] = bi
-                    if nesterov:
-                        pi = _fma(neg_mu, bi, pi) + (neg_lr * gi) / d
-                    else:
-                        pi = pi - bi
+                mi = _bf16_decode(m[i]) if centered else s[EPS]
+                bi = _bf16_decode(b[i]) if momentum_mode else s[EPS]
+                pi, vi, mi, bi = _update(flags, g[i], p[i], _bf16_decode(v[i]), mi, bi, s, lerp_low,
+                                         correction)  # fmt: skip
                 p[i] = pi
+                v[i] = _bf16_encode(vi, i, offsets[t, 0])
+                if centered:
+                    m[i] = _bf16_encode(mi, i, offsets[t, 1])
+                if momentum_mode:
+                    b[i] = _bf16_encode(bi, i, offsets[t, 2])
 
-    return run
+    return run_bf16
 
 
-_KERNELS: dict[tuple[int, ...], object] = {}
+_KERNELS: dict[tuple[object, ...], object] = {}
 
 
 _CHUNKS: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -214,12 +292,12 @@ def _scalars(hp: Hyper, lr: float, dtype: np.dtype) -> np.ndarray:
     return out
 
 
-def kernel_for(hp: Hyper):
-    """The compiled kernel for ``hp``'s switches (built on first use)."""
-    flags = _flags(hp)
-    if flags not in _KERNELS:
-        _KERNELS[flags] = _make_kernel(flags)
-    return _KERNELS[flags]
+def kernel_for(hp: Hyper, state_format: str = "float"):
+    """The compiled kernel for ``hp``'s switches and the state format (built on first use)."""
+    key = (*_flags(hp), state_format)
+    if key not in _KERNELS:
+        _KERNELS[key] = _make_kernel(key[:-1], state_format)
+    return _KERNELS[key]
 
 
 def _flags(hp: Hyper) -> tuple[int, ...]:
@@ -305,3 +383,58 @@ def triad(c, a, b, scale):
     for k in prange((n + size - np.uint64(1)) // size):
         for i in range(np.uint64(k) * size, min(n, (np.uint64(k) + np.uint64(1)) * size)):
             c[i] = a[i] + scale * b[i]
+
+
+@torch.compiler.disable
+def step_bf16_state(
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    grad_avgs: list[Tensor | None],
+    momentum_buffers: list[Tensor | None],
+    state_steps: list[Tensor],
+    *,
+    lr,
+    hp: Hyper,
+    seed: int,
+    salts: list[int],
+) -> None:
+    """One fused pass with bf16 state: decode, update and stochastically round in
+    registers (the same bits as the per-tensor path of ``lowbit.state``)."""
+    lr = float(to_scalar_lr(lr))
+    grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
+    torch._foreach_add_(state_steps, _ONE, alpha=1.0)  # (1)
+    dtype = params[0].dtype
+    if dtype not in _NP_DTYPES or any(p.dtype != dtype for p in params):
+        raise RuntimeError(
+            "the fused bf16-state kernel needs float32/float64 parameters of one dtype"
+        )
+    buffers = (
+        [square_avgs]
+        + ([grad_avgs] if hp.centered else [])
+        + ([momentum_buffers] if hp.momentum > 0 else [])
+    )
+    if not all(t.is_contiguous() and t.dtype == torch.bfloat16 for b in buffers for t in b):
+        raise RuntimeError("the fused bf16-state kernel needs contiguous bf16 state")
+    np_dtype = _NP_DTYPES[dtype]
+    addresses = np.array(
+        [(p.data_ptr(), g.data_ptr(), v.data_ptr(), m.data_ptr() if hp.centered else 0,
+          b.data_ptr() if hp.momentum > 0 else 0)
+         for p, g, v, m, b in zip(params, grads, square_avgs, grad_avgs, momentum_buffers)],
+        dtype=np.int64,
+    ).reshape(len(params), 5)  # fmt: skip
+    sizes = tuple(p.numel() for p in params)
+    steps = [int(step_value(s)) for s in state_steps]
+    if hp.bias_correction:
+        corrections = np.array([1 - hp.alpha**st for st in steps], np_dtype)
+    else:
+        corrections = np.ones(len(params), np_dtype)
+    mask = 0xFFFFFFFF
+    offsets = np.array(  # codecs.hash32's offset for (step, seed*7919 + salt*3 + kind)
+        [[(st * 0x9E3779B9 + (seed * 7919 + salt * 3 + kind) * 0x85EBCA6B) & mask for kind in range(3)]
+         for st, salt in zip(steps, salts)],
+        dtype=np.uint64,
+    )  # fmt: skip
+    chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
+    kernel_for(hp, "bf16")(addresses, np.array(sizes, np.int64), corrections, chunk_tensor, chunk_start,
+                           chunk_stop, _scalars(hp, lr, np_dtype), offsets)  # fmt: skip

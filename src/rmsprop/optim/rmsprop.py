@@ -391,7 +391,34 @@ class RMSprop(Optimizer):
                 encode(state, key, value, p, group["state_dtype"], step, self.rounding_seed, salt)
         return used
 
+    def _fused_bf16_state(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
+    ) -> bool:
+        """bf16 state with the numba kernel: one fused pass (decode, update, round)."""
+        if group["state_dtype"] != torch.bfloat16 or group["stochastic_rounding"] or not params:
+            return False
+        if any(is_sparse(g) or is_dtensor(p) or p.dtype not in (torch.float32, torch.float64)
+               for p, g in zip(params, grads)):  # fmt: skip
+            return False
+        from .functional import select_impl
+
+        if select_impl(group["impl"], group["foreach"], params, group["differentiable"]) != "numba":
+            return False
+        from ..kernels.numba_cpu import step_bf16_state
+
+        hp = Hyper.from_group(group)
+        states = [self._init_state(p, group) for p in params]
+        step_bf16_state(
+            params, grads, [s["square_avg"] for s in states],
+            [s.get("grad_avg") for s in states], [s.get("momentum_buffer") for s in states],
+            [s["step"] for s in states], lr=group["lr"], hp=hp, seed=self.rounding_seed,
+            salts=[self._salt(p) for p in params],
+        )  # fmt: skip
+        return True
+
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> str:
+        if self._fused_bf16_state(group, params, grads):
+            return "numba"
         if group["state_dtype"] in COMPACT or (
             group["stochastic_rounding"] and any(p.dtype == torch.bfloat16 for p in params)
         ):
