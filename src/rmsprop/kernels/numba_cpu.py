@@ -173,6 +173,27 @@ def _bf16_encode(value, index, offset):
     return np.uint16(((bits + noise) & np.uint64(0xFFFF0000)) >> np.uint64(16))
 
 
+@njit(inline="always")
+def _encode_block(values, codes, start, stop, scale, cmap, unsigned):
+    """``codecs.quantize_blockwise`` for one block: nearest code of ``value / scale`` (a
+    positive value never becomes code 0 in the unsigned map)."""
+    divisor = scale if scale > 0 else np.float32(1.0)
+    for i in range(start, stop):
+        x = values[i - start] / divisor
+        lo, hi = 0, 256
+        while lo < hi:  # searchsorted(cmap, x, side="left")
+            mid = (lo + hi) // 2
+            if cmap[mid] < x:
+                lo = mid + 1
+            else:
+                hi = mid
+        upper = min(max(lo, 1), 255)
+        code = upper if (cmap[upper] - x) < (x - cmap[upper - 1]) else upper - 1
+        if unsigned and code == 0 and x > 0:
+            code = 1
+        codes[i] = code
+
+
 def _make_kernel(flags: tuple[int, ...], state_format: str = "float"):
     """A kernel specialised for one combination of switches and one state format.
 
@@ -217,6 +238,65 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float"):
                         b[i] = bi
 
         return run
+
+    if state_format == "int8":
+
+        @njit(parallel=True, cache=True)
+        def run_int8(addresses, sizes, corrections, chunk_tensor, chunk_start, chunk_stop, s,
+                     scales, umap, smap, bad):  # fmt: skip
+            """As ``run`` with blockwise 8-bit state: ``addresses[t, 2:]`` point to uint8
+            codes, ``scales[t, k]`` to buffer ``k``'s fp32 block scales. Each block of 256 is
+            decoded, updated and re-encoded (new scale = the block's absolute maximum) while
+            it is in cache; ``bad[c] = 1`` if chunk ``c`` met a non-finite value."""
+            lerp_low = s[ONE_MINUS_ALPHA] < 0.5
+            for c in prange(chunk_tensor.shape[0]):
+                t = chunk_tensor[c]
+                n = np.uint64(sizes[t])  # unsigned throughout: int64/uint64 mixes become float64
+                blocks = (n + np.uint64(255)) // np.uint64(256)
+                p = numba.carray(_as_pointer(addresses[t, 0]), n, s.dtype)
+                g = numba.carray(_as_pointer(addresses[t, 1]), n, s.dtype)
+                vq = numba.carray(_as_pointer(addresses[t, 2]), n, np.uint8)
+                mq = numba.carray(_as_pointer(addresses[t, 3] or addresses[t, 2]), n, np.uint8)
+                bq = numba.carray(_as_pointer(addresses[t, 4] or addresses[t, 2]), n, np.uint8)
+                vs = numba.carray(_as_pointer(scales[t, 0]), blocks, np.float32)
+                ms = numba.carray(_as_pointer(scales[t, 1] or scales[t, 0]), blocks, np.float32)
+                bs = numba.carray(_as_pointer(scales[t, 2] or scales[t, 0]), blocks, np.float32)
+                new = np.empty((3, 256), np.float32)
+                correction = corrections[t]
+                start = chunk_start[c]
+                while start < chunk_stop[c]:
+                    blk = start // np.uint64(256)
+                    stop = min(start + np.uint64(256), n)
+                    v_scale, m_scale, b_scale = vs[blk], ms[blk], bs[blk]
+                    v_max = np.float32(0.0)
+                    m_max = np.float32(0.0)
+                    b_max = np.float32(0.0)
+                    for i in range(start, stop):
+                        j = i - start
+                        vi = umap[vq[i]] * v_scale
+                        mi = smap[mq[i]] * m_scale if centered else s[EPS]
+                        bi = smap[bq[i]] * b_scale if momentum_mode else s[EPS]
+                        pi, vi, mi, bi = _update(
+                            flags, g[i], p[i], vi, mi, bi, s, lerp_low, correction
+                        )
+                        p[i] = pi
+                        new[0, j], new[1, j], new[2, j] = vi, mi, bi
+                        v_max = max(v_max, abs(vi))
+                        m_max = max(m_max, abs(mi))
+                        b_max = max(b_max, abs(bi))
+                    if not (np.isfinite(v_max) and np.isfinite(m_max) and np.isfinite(b_max)):
+                        bad[c] = 1
+                    vs[blk] = v_max
+                    _encode_block(new[0], vq, start, stop, v_max, umap, True)
+                    if centered:
+                        ms[blk] = m_max
+                        _encode_block(new[1], mq, start, stop, m_max, smap, False)
+                    if momentum_mode:
+                        bs[blk] = b_max
+                        _encode_block(new[2], bq, start, stop, b_max, smap, False)
+                    start = stop
+
+        return run_int8
 
     @njit(parallel=True, cache=True)
     def run_bf16(addresses, sizes, corrections, chunk_tensor, chunk_start, chunk_stop, s, offsets):
@@ -438,3 +518,55 @@ def step_bf16_state(
     chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
     kernel_for(hp, "bf16")(addresses, np.array(sizes, np.int64), corrections, chunk_tensor, chunk_start,
                            chunk_stop, _scalars(hp, lr, np_dtype), offsets)  # fmt: skip
+
+
+@torch.compiler.disable
+def step_int8_state(
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[dict],
+    *,
+    lr,
+    hp: Hyper,
+) -> None:
+    """One fused pass with blockwise 8-bit state (every tensor here has ``<name>_codes``
+    and ``<name>_scale`` state): the same codes as ``lowbit.codecs.quantize_blockwise``."""
+    from ..lowbit.codecs import code_map
+
+    lr = float(to_scalar_lr(lr))
+    grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
+    if any(p.dtype != torch.float32 for p in params):
+        raise RuntimeError("the fused 8-bit-state kernel needs float32 parameters")
+    if not all(bool(torch.isfinite(g).all()) for g in grads):
+        raise FloatingPointError(
+            "cannot quantize NaN or Inf into 8-bit state (use nonfinite='skip')"
+        )
+    steps = [st["step"] for st in states]
+    torch._foreach_add_(steps, _ONE, alpha=1.0)  # (1)
+    names = (
+        ["square_avg"]
+        + (["grad_avg"] if hp.centered else [])
+        + (["momentum_buffer"] if hp.momentum > 0 else [])
+    )
+    addresses = np.zeros((len(params), 5), np.int64)
+    scales = np.zeros((len(params), 3), np.int64)
+    for row, (p, g, st) in enumerate(zip(params, grads, states)):
+        addresses[row, 0], addresses[row, 1] = p.data_ptr(), g.data_ptr()
+        for name in names:
+            k = {"square_avg": 0, "grad_avg": 1, "momentum_buffer": 2}[name]
+            addresses[row, 2 + k] = st[f"{name}_codes"].data_ptr()
+            scales[row, k] = st[f"{name}_scale"].data_ptr()
+    sizes = tuple(p.numel() for p in params)
+    if hp.bias_correction:
+        corrections = np.array([1 - hp.alpha ** step_value(st) for st in steps], np.float32)
+    else:
+        corrections = np.ones(len(params), np.float32)
+    chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
+    bad = np.zeros(len(chunk_tensor), np.int64)
+    kernel_for(hp, "int8")(addresses, np.array(sizes, np.int64), corrections, chunk_tensor, chunk_start,
+                           chunk_stop, _scalars(hp, lr, np.dtype(np.float32)), scales,
+                           code_map(False).numpy(), code_map(True).numpy(), bad)  # fmt: skip
+    if bad.any():
+        raise FloatingPointError(
+            "the update produced NaN or Inf; 8-bit state blocks that hold them are undefined"
+        )

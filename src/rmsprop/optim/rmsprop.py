@@ -416,8 +416,43 @@ class RMSprop(Optimizer):
         )  # fmt: skip
         return True
 
+    def _fused_int8_state(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
+    ) -> bool:
+        """int8 state with the numba kernel: tensors with 8-bit state in one fused pass,
+        the small ones (fp32 state) through the ordinary kernel."""
+        if group["state_dtype"] != "int8" or group["stochastic_rounding"] or not params:
+            return False
+        if any(
+            is_sparse(g) or is_dtensor(p) or p.dtype != torch.float32 for p, g in zip(params, grads)
+        ):
+            return False
+        from .functional import select_impl
+
+        if select_impl(group["impl"], group["foreach"], params, group["differentiable"]) != "numba":
+            return False
+        from ..kernels.numba_cpu import step_int8_state
+
+        hp = Hyper.from_group(group)
+        states = [self._init_state(p, group) for p in params]
+        big = [i for i, st in enumerate(states) if "square_avg_codes" in st]
+        small = [i for i in range(len(params)) if i not in set(big)]
+        if big:
+            step_int8_state([params[i] for i in big], [grads[i] for i in big], [states[i] for i in big],
+                            lr=group["lr"], hp=hp)  # fmt: skip
+        if small:
+            functional_rmsprop(
+                [params[i] for i in small], [grads[i] for i in small],
+                [states[i]["square_avg"] for i in small], [states[i].get("grad_avg") for i in small],
+                [states[i].get("momentum_buffer") for i in small], [states[i]["step"] for i in small],
+                lr=group["lr"], hp=hp, impl="numba",
+            )  # fmt: skip
+        return True
+
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> str:
-        if self._fused_bf16_state(group, params, grads):
+        if self._fused_bf16_state(group, params, grads) or self._fused_int8_state(
+            group, params, grads
+        ):
             return "numba"
         if group["state_dtype"] in COMPACT or (
             group["stochastic_rounding"] and any(p.dtype == torch.bfloat16 for p in params)
