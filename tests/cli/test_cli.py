@@ -39,16 +39,32 @@ def test_demo_report_content(quick_demo):
         "race_bowl.png",
         "race_rosenbrock.png",
         "digits.png",
+        "memory.png",
     }
     for png in r.pngs:
         data = png.read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 10_000
     html = r.report.read_text(encoding="utf-8")
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == 5
     for title in ("Linear regression", "The race", "digits dataset", "optimizers compared"):
         assert title in html
     assert "RMSprop presets (from rmsprop.PRESETS)" in html
+    assert "Smaller optimizer state" in html
     assert "tf1" in html and "timm_tf" in html
+
+
+def test_compact_state_trains_as_well_as_fp32_state(quick_demo):
+    """Issue 7's quality bar: same seed, final loss within 2% and accuracy within 0.5
+    points of fp32 state, on the digits MLP and the character LSTM."""
+    for model in ("digits", "lstm"):
+        runs = quick_demo.memory[model]
+        for state in ("bf16", "int8"):
+            assert abs(runs[state]["loss"] - runs["fp32"]["loss"]) <= 0.02 * runs["fp32"]["loss"], (
+                model,
+                state,
+            )
+            assert abs(runs[state]["accuracy"] - runs["fp32"]["accuracy"]) <= 0.005, (model, state)
+    assert quick_demo.memory["lstm"]["int8"]["bytes"] < 1.3  # small tensors (biases) stay fp32
 
 
 def test_demo_command_prints_a_summary(tmp_path, capsys):

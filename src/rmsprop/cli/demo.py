@@ -51,6 +51,7 @@ class DemoResult:
     intercept: float = float("nan")
     race: dict[str, dict[str, Any]] = field(default_factory=dict)
     digits: dict[str, dict[str, float]] = field(default_factory=dict)
+    memory: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     report: Path | None = None
     pngs: list[Path] = field(default_factory=list)
 
@@ -262,7 +263,7 @@ def demo(out: Path, seed: int = 0, quick: bool = False) -> DemoResult:
     )
     start = time.perf_counter()
     with Progress(transient=True) as bar:
-        task = bar.add_task("demo", total=4)
+        task = bar.add_task("demo", total=5)
 
         def progress(what: str) -> None:
             bar.update(task, description=what)
@@ -278,6 +279,10 @@ def demo(out: Path, seed: int = 0, quick: bool = False) -> DemoResult:
         section_digits(report, out, seed, quick, result, progress)
         bar.advance(task)
         section_comparison(report, result)
+        bar.advance(task)
+        from .demo_memory import section_memory
+
+        section_memory(report, out, seed, quick, result, progress)
         bar.advance(task)
     report.intro += f" Ran in {time.perf_counter() - start:.1f} s."
     result.report = report.write(out)
@@ -303,5 +308,8 @@ def _print_summary(result: DemoResult) -> None:
     for name, scores in result.digits.items():
         table.add_row(f"digits: {name}", f"test accuracy {scores['accuracy']:.1%}, "
                       f"loss {scores['loss']:.3f}, {scores['seconds']:.2f} s")  # fmt: skip
+    for name, scores in result.memory.get("lstm", {}).items():
+        table.add_row(f"char LSTM, {name} state", f"held-out accuracy {scores['accuracy']:.1%}, "
+                      f"loss {scores['loss']:.3f}, {scores['bytes']:.2f} state bytes/param")  # fmt: skip
     console.print(table)
     console.print(f"report: {result.report}")
