@@ -291,6 +291,11 @@ class RMSprop(Optimizer):
         """State created on demand: switching momentum or centered on later works."""
         state = self.state[p]
         state_dtype = group["state_dtype"]
+        if state_dtype in COMPACT and is_dtensor(p):
+            raise RuntimeError(
+                "state_dtype=bfloat16/'int8' is not supported for DTensor (FSDP2) parameters yet; "
+                "use state_dtype=None or torch.float32"
+            )
         if "step" not in state:
             device = p.device if group["capturable"] else None
             state["step"] = torch.zeros((), dtype=_get_scalar_dtype(), device=device)
