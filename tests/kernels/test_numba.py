@@ -149,3 +149,25 @@ def test_compiled_once_then_loaded_from_the_disk_cache(tmp_path):
             for _ in range(2)]  # fmt: skip
     hits, misses = map(int, runs[1].stdout.split())
     assert hits >= 1 and misses == 0, runs[1].stdout
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_int8_search_table_is_never_more_than_one_code_short(signed):
+    """The fused 8-bit encoder takes one step up from the table: check that suffices for
+    every float32 prefix boundary and for random values over the whole range."""
+    from rmsprop.kernels.numba_cpu import search_table
+    from rmsprop.lowbit.codecs import dynamic_map
+
+    cmap = dynamic_map(signed)
+    table = search_table(cmap).astype(np.int64)
+    prefixes = np.arange(65536, dtype=np.uint32)
+    edges = np.concatenate([(prefixes << 16), (prefixes << 16) | 0xFFFF]).view(np.float32)
+    rng = np.random.default_rng(0)
+    values = rng.uniform(-1, 1, 500_000).astype(np.float32) * (
+        10.0 ** -rng.integers(0, 9, 500_000)
+    ).astype(np.float32)
+    x = np.concatenate([edges[np.isfinite(edges) & (np.abs(edges) <= 1)], values, cmap])
+    exact = np.searchsorted(cmap, x, side="left")
+    lo = table[x.view(np.uint32) >> 16]
+    assert np.all(lo <= exact)
+    assert np.all(exact - lo <= 1)
