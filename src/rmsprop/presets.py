@@ -10,7 +10,7 @@ Importing this module needs only the standard library.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -90,10 +90,6 @@ class Preset:
             for n in names
             if getattr(self, n) != getattr(other, n)
         }
-
-    def with_values(self, **changes: Any) -> Preset:
-        """A copy with some fields changed (presets themselves are immutable)."""
-        return replace(self, **changes)
 
 
 def _frozen(**notes: str) -> Mapping[str, str]:
@@ -321,8 +317,3 @@ def get_preset(name: str) -> Preset:
     if not isinstance(name, str) or name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
     return PRESETS[name]
-
-
-def preset_field_names() -> tuple[str, ...]:
-    """Every field of :class:`Preset`, in declaration order."""
-    return tuple(f.name for f in fields(Preset))

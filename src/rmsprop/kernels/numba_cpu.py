@@ -391,6 +391,14 @@ def kernel_for(hp: Hyper, state_format: str = "float"):
     return _KERNELS[key]
 
 
+def _corrections(hp: Hyper, state_steps: list[Tensor], dtype: np.dtype) -> np.ndarray:
+    """(6) ``1 - alpha**step`` per tensor, computed in double and used in the tensor dtype
+    (as torch does); ones when there is no bias correction."""
+    if not hp.bias_correction:
+        return np.ones(len(state_steps), dtype)
+    return np.array([1 - hp.alpha ** step_value(st) for st in state_steps], dtype)
+
+
 def _flags(hp: Hyper) -> tuple[int, ...]:
     flags = [0] * 9
     flags[MAXIMIZE] = hp.maximize
@@ -451,12 +459,7 @@ def step(
             dtype=np.int64,
         ).reshape(len(index), 5)  # fmt: skip
         sizes = tuple(params[i].numel() for i in index)
-        if hp.bias_correction:  # (6) computed in double, used in the tensor dtype (as torch)
-            corrections = np.array(
-                [1 - hp.alpha ** step_value(state_steps[i]) for i in index], np_dtype
-            )
-        else:
-            corrections = np.ones(len(index), np_dtype)
+        corrections = _corrections(hp, [state_steps[i] for i in index], np_dtype)
         chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
         kernel_for(hp)(addresses, np.array(sizes, np.int64), corrections, chunk_tensor, chunk_start,
                        chunk_stop, _scalars(hp, lr, np_dtype))  # fmt: skip
@@ -516,10 +519,7 @@ def step_bf16_state(
     ).reshape(len(params), 5)  # fmt: skip
     sizes = tuple(p.numel() for p in params)
     steps = [int(step_value(s)) for s in state_steps]
-    if hp.bias_correction:
-        corrections = np.array([1 - hp.alpha**st for st in steps], np_dtype)
-    else:
-        corrections = np.ones(len(params), np_dtype)
+    corrections = _corrections(hp, state_steps, np_dtype)
     mask = 0xFFFFFFFF
     offsets = np.array(  # codecs.hash32's offset for (step, seed*7919 + salt*3 + kind)
         [[(st * 0x9E3779B9 + (seed * 7919 + salt * 3 + kind) * 0x85EBCA6B) & mask for kind in range(3)]
@@ -579,10 +579,7 @@ def step_int8_state(
             addresses[row, 2 + k] = st[f"{name}_codes"].data_ptr()
             scales[row, k] = st[f"{name}_scale"].data_ptr()
     sizes = tuple(p.numel() for p in params)
-    if hp.bias_correction:
-        corrections = np.array([1 - hp.alpha ** step_value(st) for st in steps], np.float32)
-    else:
-        corrections = np.ones(len(params), np.float32)
+    corrections = _corrections(hp, steps, np.dtype(np.float32))
     chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
     bad = np.zeros(len(chunk_tensor), np.int64)
     kernel_for(hp, "int8")(addresses, np.array(sizes, np.int64), corrections, chunk_tensor, chunk_start,

@@ -14,8 +14,6 @@ computes what the numba kernel computes. Correctness is tested on the CPU under
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor
 
@@ -28,7 +26,6 @@ except ImportError as err:  # pragma: no cover - exercised where triton is missi
 from ..optim._common import Hyper, step_value, to_scalar_lr
 
 BLOCK = 1024
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit

@@ -36,15 +36,6 @@ class Hyper:
     def from_group(cls, group: dict[str, Any]) -> Hyper:
         return cls(**{f.name: group[f.name] for f in fields(cls)})
 
-    @property
-    def torch_compatible(self) -> bool:
-        """True when ``torch.optim.RMSprop`` runs exactly this algorithm."""
-        return not (
-            self.eps_in_sqrt or self.nesterov or self.lr_in_momentum
-            or self.decoupled_weight_decay or self.bias_correction or self.centered_clamp
-            or self.ema_form != "torch"
-        )  # fmt: skip
-
 
 def to_scalar_lr(lr: float | Tensor) -> float | Tensor:
     """A 1-element tensor lr becomes 0-d, as torch's ``_to_scalar``; floats pass through."""

@@ -396,18 +396,29 @@ class RMSprop(Optimizer):
                 encode(state, key, value, p, group["state_dtype"], step, self.rounding_seed, salt)
         return used
 
+    def _numba_compact(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
+                       state_dtype: Any, param_dtypes: tuple[torch.dtype, ...]) -> bool:  # fmt: skip
+        """Can the fused numba kernel for ``state_dtype`` state run this group?"""
+        if group["state_dtype"] != state_dtype or group["stochastic_rounding"] or not params:
+            return False
+        if any(
+            is_sparse(g) or is_dtensor(p) or p.dtype not in param_dtypes
+            for p, g in zip(params, grads)
+        ):
+            return False
+        from .functional import select_impl
+
+        return (
+            select_impl(group["impl"], group["foreach"], params, group["differentiable"]) == "numba"
+        )
+
     def _fused_bf16_state(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
     ) -> bool:
         """bf16 state with the numba kernel: one fused pass (decode, update, round)."""
-        if group["state_dtype"] != torch.bfloat16 or group["stochastic_rounding"] or not params:
-            return False
-        if any(is_sparse(g) or is_dtensor(p) or p.dtype not in (torch.float32, torch.float64)
-               for p, g in zip(params, grads)):  # fmt: skip
-            return False
-        from .functional import select_impl
-
-        if select_impl(group["impl"], group["foreach"], params, group["differentiable"]) != "numba":
+        if not self._numba_compact(
+            group, params, grads, torch.bfloat16, (torch.float32, torch.float64)
+        ):
             return False
         from ..kernels.numba_cpu import step_bf16_state
 
@@ -426,15 +437,7 @@ class RMSprop(Optimizer):
     ) -> bool:
         """int8 state with the numba kernel: tensors with 8-bit state in one fused pass,
         the small ones (fp32 state) through the ordinary kernel."""
-        if group["state_dtype"] != "int8" or group["stochastic_rounding"] or not params:
-            return False
-        if any(
-            is_sparse(g) or is_dtensor(p) or p.dtype != torch.float32 for p, g in zip(params, grads)
-        ):
-            return False
-        from .functional import select_impl
-
-        if select_impl(group["impl"], group["foreach"], params, group["differentiable"]) != "numba":
+        if not self._numba_compact(group, params, grads, "int8", (torch.float32,)):
             return False
         from ..kernels.numba_cpu import step_int8_state
 
