@@ -125,12 +125,19 @@ def test_checkpoints_convert_between_state_dtypes():
     assert as_bf16.state[q]["square_avg"].dtype == torch.bfloat16
 
 
-def test_int8_state_refuses_nan_unless_skipped():
+@pytest.mark.parametrize("impl", ["numba", "single"])
+def test_int8_state_refuses_nan_and_touches_nothing_unless_skipped(impl):
     p = torch.zeros(64, 64, requires_grad=True)
-    opt = rmsprop.RMSprop([p], state_dtype="int8")
-    p.grad = torch.full((64, 64), float("nan"))
-    with pytest.raises(FloatingPointError, match="NaN or Inf"):
+    opt = rmsprop.RMSprop([p], state_dtype="int8", momentum=0.9, impl=impl)
+    p.grad = torch.randn(64, 64)
+    opt.step()
+    before = copy.deepcopy(opt.state[p]), p.detach().clone()
+    p.grad[7, 3] = float("nan")
+    with pytest.raises(FloatingPointError, match="NaN or Inf.*nothing was updated"):
         opt.step()
+    assert torch.equal(p, before[1])
+    for key, value in before[0].items():
+        assert torch.equal(opt.state[p][key], value), key
     opt = rmsprop.RMSprop([p], state_dtype="int8", nonfinite="skip")
     opt.step()
     assert opt.skipped_steps == 1

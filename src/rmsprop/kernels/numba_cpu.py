@@ -32,6 +32,7 @@ try:
 except ImportError as err:  # pragma: no cover - exercised where numba is missing
     raise ImportError("impl='numba' needs numba: pip install 'rmsprop[fast]'") from err
 
+from ..lowbit.codecs import S_BASE, S_HALF_MIN_BITS, S_SHIFT, U_BASE, U_SHIFT
 from ..optim._common import Hyper, step_value, to_scalar_lr
 
 CHUNK = 1 << 15
@@ -173,36 +174,71 @@ def _bf16_encode(value, index, offset):
     return np.uint16(((bits + noise) & np.uint64(0xFFFF0000)) >> np.uint64(16))
 
 
-def search_table(cmap: np.ndarray) -> np.ndarray:
-    """For each 16-bit prefix of a float32 (sign, exponent, 7 mantissa bits), a lower bound
-    of ``searchsorted(cmap, x, "left")`` over every ``x`` with that prefix. Neighbouring
-    codes are at least 0.78% apart relatively and a prefix spans at most 2**-7 relatively,
-    so the bound is exact or one short (checked in tests/kernels/test_numba.py)."""
-    prefixes = np.arange(65536, dtype=np.uint32)
-    low = (prefixes << 16).view(np.float32)  # smallest magnitude with each prefix
-    high = ((prefixes + 1) << 16).view(np.float32)  # (next prefix; its sign bit may flip)
-    with np.errstate(invalid="ignore"):
-        bound = np.where(prefixes < 0x8000, low, -np.abs(high))  # negative x lies above -|next|
-    bound = np.nan_to_num(bound, nan=np.inf)
-    return np.searchsorted(cmap, bound, side="left").astype(np.uint16)
+# The 8-bit codecs of ``lowbit.codecs`` for one element. numba widens uint32 arithmetic to
+# 64 bits; wrapping each result in ``_u32`` lets LLVM keep 32-bit vector lanes.
+_u32 = np.uint32
 
 
 @njit(inline="always")
-def _encode_block(values, codes, start, stop, scale, cmap, table, unsigned):
-    """``codecs.quantize_blockwise`` for one block: nearest code of ``value / scale`` (a
-    positive value never becomes code 0 in the unsigned map)."""
-    divisor = scale if scale > 0 else np.float32(1.0)
-    for i in range(start, stop):
-        x = values[i - start] / divisor
-        # searchsorted(cmap, x, side="left"): the table is at most one code short (codes are
-        # >= 0.78% apart relatively, no bf16-prefix interval is wider), so one branch-free step
-        lo = np.int64(table[_bits_from_f32(x) >> np.uint32(16)])
-        lo += np.int64(cmap[min(lo, 255)] < x)
-        upper = min(max(lo, 1), 255)
-        code = upper if (cmap[upper] - x) < (x - cmap[upper - 1]) else upper - 1
-        if unsigned and code == 0 and x > 0:
-            code = 1
-        codes[i] = code
+def _decode_unsigned(code):
+    """``codecs.decode_codes(code, signed=False)``."""
+    c = _u32(code)
+    value = _f32_from_bits(_u32(_u32(c + _u32(U_BASE)) << _u32(U_SHIFT)))
+    return value if c != _u32(0) else np.float32(0.0)
+
+
+@njit(inline="always")
+def _decode_signed(code):
+    """``codecs.decode_codes(code, signed=True)``."""
+    c = _u32(code)
+    magnitude = _u32(c & _u32(127))
+    value = _f32_from_bits(_u32(_u32(magnitude + _u32(S_BASE)) << _u32(S_SHIFT)))
+    value = value if magnitude != _u32(0) else np.float32(0.0)
+    return -value if c >= _u32(128) else value
+
+
+@njit(inline="always")
+def _encode_unsigned(x):
+    """``codecs.encode_normalized(x, signed=False)``: round the bit pattern to 4 mantissa
+    bits; a positive x never gets code 0."""
+    bits = _bits_from_f32(x)
+    rounded = _u32(_u32(bits + _u32(1 << (U_SHIFT - 1))) >> _u32(U_SHIFT))
+    code = _u32(rounded - _u32(U_BASE)) if rounded > _u32(U_BASE) else _u32(1)
+    code = min(code, _u32(255))
+    positive = (bits > _u32(0)) & (bits < _u32(0x80000000))
+    return np.uint8(code if positive else _u32(0))
+
+
+@njit(inline="always")
+def _encode_signed(x):
+    """``codecs.encode_normalized(x, signed=True)``: sign bit + magnitude rounded to 3
+    mantissa bits; magnitudes below half the smallest code become 0."""
+    bits = _bits_from_f32(x)
+    magnitude_bits = _u32(bits & _u32(0x7FFFFFFF))
+    rounded = _u32(_u32(magnitude_bits + _u32(1 << (S_SHIFT - 1))) >> _u32(S_SHIFT))
+    magnitude = _u32(rounded - _u32(S_BASE)) if rounded > _u32(S_BASE) else _u32(0)
+    magnitude = min(magnitude, _u32(127))
+    if magnitude_bits >= _u32(S_HALF_MIN_BITS):
+        magnitude = max(magnitude, _u32(1))
+    negative = (bits >= _u32(0x80000000)) & (magnitude > _u32(0))
+    return np.uint8(_u32(magnitude | _u32(128)) if negative else magnitude)
+
+
+@njit(inline="always")
+def _encode_block(values, codes, start, count, signed):
+    """``codecs.quantize_blockwise`` for one block of ``count`` fp32 values: returns the new
+    scale (the absolute maximum, found as an integer maximum of the bit patterns, which
+    vectorises) and writes the codes of ``value * (1 / scale)`` at ``codes[start:]``."""
+    top = _u32(0)
+    for j in range(count):
+        magnitude = _u32(_bits_from_f32(values[j]) & _u32(0x7FFFFFFF))
+        top = magnitude if magnitude > top else top
+    scale = _f32_from_bits(top)
+    inverse = np.float32(1.0) / scale if scale > np.float32(0.0) else np.float32(0.0)
+    for j in range(count):
+        x = values[j] * inverse
+        codes[start + j] = _encode_signed(x) if signed else _encode_unsigned(x)
+    return scale
 
 
 def _make_kernel(flags: tuple[int, ...], state_format: str = "float"):
@@ -254,11 +290,12 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float"):
 
         @njit(parallel=True, cache=True)
         def run_int8(addresses, sizes, corrections, chunk_tensor, chunk_start, chunk_stop, s,
-                     scales, umap, smap, utable, stable, bad):  # fmt: skip
+                     scales, bad):  # fmt: skip
             """As ``run`` with blockwise 8-bit state: ``addresses[t, 2:]`` point to uint8
-            codes, ``scales[t, k]`` to buffer ``k``'s fp32 block scales. Each block of 256 is
-            decoded, updated and re-encoded (new scale = the block's absolute maximum) while
-            it is in cache; ``bad[c] = 1`` if chunk ``c`` met a non-finite value."""
+            codes, ``scales[t, k]`` to buffer ``k``'s fp32 block scales. Each block of 256
+            is decoded, updated and re-encoded (new scale = the block's absolute maximum)
+            while it is in cache; ``bad[0] = 1`` if an update overflowed to Inf/NaN (the
+            caller has ruled out non-finite gradients)."""
             lerp_low = s[ONE_MINUS_ALPHA] < 0.5
             for c in prange(chunk_tensor.shape[0]):
                 t = chunk_tensor[c]
@@ -272,39 +309,31 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float"):
                 vs = numba.carray(_as_pointer(scales[t, 0]), blocks, np.float32)
                 ms = numba.carray(_as_pointer(scales[t, 1] or scales[t, 0]), blocks, np.float32)
                 bs = numba.carray(_as_pointer(scales[t, 2] or scales[t, 0]), blocks, np.float32)
-                new = np.empty((3, 256), np.float32)
+                new_v = np.empty(256, np.float32)
+                new_m = np.empty(256, np.float32)
+                new_b = np.empty(256, np.float32)
                 correction = corrections[t]
                 start = chunk_start[c]
                 while start < chunk_stop[c]:
                     blk = start // np.uint64(256)
                     stop = min(start + np.uint64(256), n)
                     v_scale, m_scale, b_scale = vs[blk], ms[blk], bs[blk]
-                    v_max = np.float32(0.0)
-                    m_max = np.float32(0.0)
-                    b_max = np.float32(0.0)
-                    for i in range(start, stop):
+                    for i in range(start, stop):  # decode, update (1)-(10), keep fp32 in cache
                         j = i - start
-                        vi = umap[vq[i]] * v_scale
-                        mi = smap[mq[i]] * m_scale if centered else s[EPS]
-                        bi = smap[bq[i]] * b_scale if momentum_mode else s[EPS]
-                        pi, vi, mi, bi = _update(
-                            flags, g[i], p[i], vi, mi, bi, s, lerp_low, correction
-                        )
+                        mi = _decode_signed(mq[i]) * m_scale if centered else s[EPS]
+                        bi = _decode_signed(bq[i]) * b_scale if momentum_mode else s[EPS]
+                        pi, vi, mi, bi = _update(flags, g[i], p[i], _decode_unsigned(vq[i]) * v_scale,
+                                                 mi, bi, s, lerp_low, correction)  # fmt: skip
                         p[i] = pi
-                        new[0, j], new[1, j], new[2, j] = vi, mi, bi
-                        v_max = max(v_max, abs(vi))
-                        m_max = max(m_max, abs(mi))
-                        b_max = max(b_max, abs(bi))
-                    if not (np.isfinite(v_max) and np.isfinite(m_max) and np.isfinite(b_max)):
-                        bad[c] = 1
-                    vs[blk] = v_max
-                    _encode_block(new[0], vq, start, stop, v_max, umap, utable, True)
+                        new_v[j], new_m[j], new_b[j] = vi, mi, bi
+                    count = stop - start
+                    vs[blk] = _encode_block(new_v, vq, start, count, False)
                     if centered:
-                        ms[blk] = m_max
-                        _encode_block(new[1], mq, start, stop, m_max, smap, stable, False)
+                        ms[blk] = _encode_block(new_m, mq, start, count, True)
                     if momentum_mode:
-                        bs[blk] = b_max
-                        _encode_block(new[2], bq, start, stop, b_max, smap, stable, False)
+                        bs[blk] = _encode_block(new_b, bq, start, count, True)
+                    if not (np.isfinite(vs[blk]) and np.isfinite(ms[blk]) and np.isfinite(bs[blk])):
+                        bad[0] = 1
                     start = stop
 
         return run_int8
@@ -466,6 +495,47 @@ def step(
 
 
 _ONE = torch.tensor(1.0)
+
+
+def _make_nonfinite_check(word, exponent):
+    """A kernel counting the chunks of a tensor list that hold NaN/Inf: each element's
+    magnitude bits compared with the all-ones exponent (integer max, vectorised)."""
+
+    @njit(parallel=True, cache=True)
+    def count(addresses, sizes, chunk_tensor, chunk_start, chunk_stop):
+        bad = np.zeros(chunk_tensor.shape[0], np.uint8)
+        for c in prange(chunk_tensor.shape[0]):
+            t = chunk_tensor[c]
+            x = numba.carray(_as_pointer(addresses[t]), np.uint64(sizes[t]), word)
+            worst = word(0)
+            for i in range(chunk_start[c], chunk_stop[c]):
+                worst = max(worst, word(x[i] & word(exponent | (exponent - 1))))
+            bad[c] = worst >= word(exponent)
+        return bad.sum()
+
+    return count
+
+
+_NONFINITE = {
+    torch.float32: _make_nonfinite_check(np.uint32, 0x7F800000),
+    torch.float64: _make_nonfinite_check(np.uint64, 0x7FF0000000000000),
+}
+
+
+@torch.compiler.disable
+def any_nonfinite(tensors: list[Tensor]) -> bool:
+    """True if a contiguous float32/float64 CPU tensor of the list holds NaN or Inf: one
+    parallel read (``torch.isfinite(t).all()`` makes a bool tensor and takes ~10x longer)."""
+    by_dtype: dict[torch.dtype, list[Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for dtype, group in by_dtype.items():
+        sizes = tuple(t.numel() for t in group)
+        chunks = _chunks(sizes)
+        addresses = np.array([t.data_ptr() for t in group], np.int64)
+        if _NONFINITE[dtype](addresses, np.array(sizes, np.int64), *chunks):
+            return True
+    return False
 _NP_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
@@ -531,19 +601,6 @@ def step_bf16_state(
                            chunk_stop, _scalars(hp, lr, np_dtype), offsets)  # fmt: skip
 
 
-_MAP_CACHE: list = []
-
-
-def _maps():
-    """(unsigned map, signed map, their search tables), built once."""
-    if not _MAP_CACHE:
-        from ..lowbit.codecs import dynamic_map
-
-        umap, smap = dynamic_map(False), dynamic_map(True)
-        _MAP_CACHE.extend([umap, smap, search_table(umap), search_table(smap)])
-    return tuple(_MAP_CACHE)
-
-
 @torch.compiler.disable
 def step_int8_state(
     params: list[Tensor],
@@ -554,15 +611,12 @@ def step_int8_state(
     hp: Hyper,
 ) -> None:
     """One fused pass with blockwise 8-bit state (every tensor here has ``<name>_codes``
-    and ``<name>_scale`` state): the same codes as ``lowbit.codecs.quantize_blockwise``."""
+    and ``<name>_scale`` state): the same codes as ``lowbit.codecs.quantize_blockwise``.
+    The caller rules out non-finite gradients first (``RMSprop.step`` does)."""
     lr = float(to_scalar_lr(lr))
     grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
     if any(p.dtype != torch.float32 for p in params):
         raise RuntimeError("the fused 8-bit-state kernel needs float32 parameters")
-    if not all(bool(torch.isfinite(g).all()) for g in grads):
-        raise FloatingPointError(
-            "cannot quantize NaN or Inf into 8-bit state (use nonfinite='skip')"
-        )
     steps = [st["step"] for st in states]
     torch._foreach_add_(steps, _ONE, alpha=1.0)  # (1)
     names = (
@@ -581,10 +635,11 @@ def step_int8_state(
     sizes = tuple(p.numel() for p in params)
     corrections = _corrections(hp, steps, np.dtype(np.float32))
     chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
-    bad = np.zeros(len(chunk_tensor), np.int64)
+    bad = np.zeros(1, np.int64)
     kernel_for(hp, "int8")(addresses, np.array(sizes, np.int64), corrections, chunk_tensor, chunk_start,
-                           chunk_stop, _scalars(hp, lr, np.dtype(np.float32)), scales, *_maps(), bad)  # fmt: skip
-    if bad.any():
+                           chunk_stop, _scalars(hp, lr, np.dtype(np.float32)), scales, bad)  # fmt: skip
+    if bad[0]:
         raise FloatingPointError(
-            "the update produced NaN or Inf; 8-bit state blocks that hold them are undefined"
+            "the update overflowed to Inf or NaN (finite gradients, e.g. |g| > 1.8e19 squared); "
+            "the 8-bit state blocks that hold it are undefined"
         )

@@ -3,7 +3,7 @@
 from .codecs import (
     BLOCK,
     dequantize_blockwise,
-    dynamic_map,
+    code_values,
     hash32,
     quantize_blockwise,
     stochastic_round_to_bf16,
@@ -12,7 +12,7 @@ from .codecs import (
 __all__ = [
     "BLOCK",
     "dequantize_blockwise",
-    "dynamic_map",
+    "code_values",
     "hash32",
     "quantize_blockwise",
     "stochastic_round_to_bf16",

@@ -72,7 +72,13 @@ def any_nonfinite(grads: list[Tensor]) -> bool:
     """True if any rank's gradients contain NaN or Inf (one all-reduce with DTensors)."""
     if not grads:
         return False
-    flags = [~torch.isfinite(local(g)._values() if g.is_sparse else local(g)).all() for g in grads]
+    values = [local(g)._values() if g.is_sparse else local(g) for g in grads]
+    fast = [v for v in values if _numba_checkable(v)]
+    flags = [~torch.isfinite(v).all() for v in values if not _numba_checkable(v)]
+    if fast:
+        from ..kernels.numba_cpu import any_nonfinite as numba_any_nonfinite
+
+        flags.append(torch.tensor(numba_any_nonfinite(fast)))
     bad = torch.stack(flags).any().to(torch.int32)
     group, _ = _mesh_group(grads)
     if group is not None:
@@ -84,3 +90,27 @@ def clip_scale(norm_sq: float, max_norm: float) -> float:
     """``max_norm / max(norm, max_norm)``; NaN for a non-finite norm (as Keras)."""
     norm = math.sqrt(norm_sq)
     return max_norm / max(norm, max_norm) if math.isfinite(norm) else float("nan")
+
+
+def _numba_checkable(t: Tensor) -> bool:
+    """A tensor the numba finiteness check reads directly (CPU, contiguous, fp32/fp64)."""
+    return (
+        t.device.type == "cpu"
+        and t.dtype in (torch.float32, torch.float64)
+        and t.is_contiguous()
+        and _has_numba()
+    )
+
+
+_NUMBA: list[bool] = []
+
+
+def _has_numba() -> bool:
+    if not _NUMBA:
+        try:
+            import numba  # noqa: F401
+
+            _NUMBA.append(True)
+        except ImportError:
+            _NUMBA.append(False)
+    return _NUMBA[0]
