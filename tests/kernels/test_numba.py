@@ -195,5 +195,6 @@ def test_int8_element_codecs_equal_the_torch_codec(signed):
     values = np.empty(256, np.float32)
     decode_all(codes, values)
     np.testing.assert_array_equal(
-        values.view(np.uint32), decode_codes(torch.from_numpy(codes), signed).numpy().view(np.uint32)
+        values.view(np.uint32),
+        decode_codes(torch.from_numpy(codes), signed).numpy().view(np.uint32),
     )

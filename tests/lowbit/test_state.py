@@ -133,7 +133,7 @@ def test_int8_state_refuses_nan_and_touches_nothing_unless_skipped(impl):
     opt.step()
     before = copy.deepcopy(opt.state[p]), p.detach().clone()
     p.grad[7, 3] = float("nan")
-    with pytest.raises(FloatingPointError, match="NaN or Inf.*nothing was updated"):
+    with pytest.raises(FloatingPointError, match=r"NaN or Inf.*nothing was updated"):
         opt.step()
     assert torch.equal(p, before[1])
     for key, value in before[0].items():

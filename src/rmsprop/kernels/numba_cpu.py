@@ -536,6 +536,8 @@ def any_nonfinite(tensors: list[Tensor]) -> bool:
         if _NONFINITE[dtype](addresses, np.array(sizes, np.int64), *chunks):
             return True
     return False
+
+
 _NP_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 

@@ -2,8 +2,8 @@
 
 from .codecs import (
     BLOCK,
-    dequantize_blockwise,
     code_values,
+    dequantize_blockwise,
     hash32,
     quantize_blockwise,
     stochastic_round_to_bf16,
@@ -11,8 +11,8 @@ from .codecs import (
 
 __all__ = [
     "BLOCK",
-    "dequantize_blockwise",
     "code_values",
+    "dequantize_blockwise",
     "hash32",
     "quantize_blockwise",
     "stochastic_round_to_bf16",
