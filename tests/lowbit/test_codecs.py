@@ -90,11 +90,24 @@ def test_all_zero_block_and_signed_zero():
     assert codecs.encode_normalized(x, signed=False).tolist() == [0, 0, 0, 1]
 
 
-def test_nonfinite_values_are_refused_not_smeared_over_a_block():
-    x = torch.ones(300)
-    x[5] = float("nan")
-    with pytest.raises(FloatingPointError, match="NaN or Inf"):
-        codecs.quantize_blockwise(x, signed=True)
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
+def test_nonfinite_values_do_not_spoil_their_block(signed):
+    """A NaN or Inf stays out of the block's scale: the other values get exactly the codes
+    they get without it; it is stored as the block maximum (unsigned) or 0 (signed)."""
+    torch.manual_seed(0)
+    x = torch.randn(600) if signed else torch.rand(600)
+    bad = [5, 9, 300]
+    spoiled = x.clone()
+    spoiled[bad] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    codes, scale = codecs.quantize_blockwise(spoiled, signed)
+    clean = x.clone()
+    clean[bad] = 0.0
+    expected_codes, expected_scale = codecs.quantize_blockwise(clean, signed)
+    assert torch.equal(scale, expected_scale) and bool(torch.isfinite(scale).all())
+    keep = torch.ones(600, dtype=torch.bool)
+    keep[bad] = False
+    assert torch.equal(codes[keep], expected_codes[keep])
+    assert codes[bad].tolist() == ([0, 0, 0] if signed else [255, 255, 255])
 
 
 def test_stochastic_rounding_is_unbiased_deterministic_and_exact_when_representable():

@@ -194,8 +194,27 @@ def run_embedding(suite: Suite, repeats: int, device: str, progress) -> list[Row
     return rows
 
 
+def interleaved_timings(steps: dict[str, Callable[[], Any]], repeats: int, warmup: int,
+                        sync: Callable[[], None]) -> dict[str, list[float]]:  # fmt: skip
+    """Time several steps round-robin (one of each per round), so that the drift of a
+    shared machine hits them alike and per-round ratios compare like with like."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    sync()
+    out: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            sync()
+            out[name].append(time.perf_counter() - start)
+    return out
+
+
 def run_state(suite: Suite, config: Config, repeats: int, device: str, progress) -> list[Row]:
-    """The same step with fp32, bf16 and int8 state: time and state bytes per parameter."""
+    """The same step with fp32, bf16 and int8 state, timed round-robin: step time, state
+    bytes per parameter, and the median of the per-round ratios to fp32 state."""
     import torch
 
     import rmsprop
@@ -206,19 +225,20 @@ def run_state(suite: Suite, config: Config, repeats: int, device: str, progress)
     params, grads = _make_params(suite, device)
     for p, g in zip(params, grads):
         p.grad = g
-    rows, baseline = [], None
-    for label, state_dtype in (("fp32", None), ("bf16", torch.bfloat16), ("int8", "int8")):
-        progress(f"{suite.name} / {config.name}: {label} state")
-        opt = rmsprop.RMSprop(params, lr=1e-3, state_dtype=state_dtype, **config.kwargs)
-        med, p10, p90 = _stats(timings(opt.step, repeats, 2, sync))
+    progress(f"{suite.name} / {config.name}: fp32, bf16 and int8 state, interleaved")
+    kinds = {"fp32": None, "bf16": torch.bfloat16, "int8": "int8"}
+    opts = {label: rmsprop.RMSprop(params, lr=1e-3, state_dtype=state_dtype, **config.kwargs)
+            for label, state_dtype in kinds.items()}  # fmt: skip
+    times = interleaved_timings({label: opt.step for label, opt in opts.items()}, repeats, 2, sync)
+    rows = []
+    for label, opt in opts.items():
+        med, p10, p90 = _stats(times[label])
         per_param = sum(state_bytes(opt.state[p]) for p in params) / suite.numel
-        baseline = baseline or med
-        note = (
-            f"{per_param:.3f} state bytes/param; ran {opt.last_impl.get(0)}; ratio: vs fp32 state"
-        )
+        ratio = float(np.median(np.array(times["fp32"]) / np.array(times[label])))
+        note = (f"{per_param:.3f} state bytes/param; ran {opt.last_impl.get(0)}; ratio: fp32-state "
+                "time / this, median over rounds")  # fmt: skip
         rows.append(Row(suite.name, config.name, f"rmsprop auto, {label} state", med, p10, p90,
-                        None, None, baseline / med, note))  # fmt: skip
-        del opt
+                        None, None, ratio, note))  # fmt: skip
     return rows
 
 

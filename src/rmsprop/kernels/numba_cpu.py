@@ -32,7 +32,7 @@ try:
 except ImportError as err:  # pragma: no cover - exercised where numba is missing
     raise ImportError("impl='numba' needs numba: pip install 'rmsprop[fast]'") from err
 
-from ..lowbit.codecs import S_BASE, S_HALF_MIN_BITS, S_SHIFT, U_BASE, U_SHIFT
+from ..lowbit.codecs import INF_BITS, S_BASE, S_HALF_MIN_BITS, S_SHIFT, U_BASE, U_SHIFT
 from ..optim._common import Hyper, step_value, to_scalar_lr
 
 CHUNK = 1 << 15
@@ -206,7 +206,9 @@ def _encode_unsigned(x):
     code = _u32(rounded - _u32(U_BASE)) if rounded > _u32(U_BASE) else _u32(1)
     code = min(code, _u32(255))
     positive = (bits > _u32(0)) & (bits < _u32(0x80000000))
-    return np.uint8(code if positive else _u32(0))
+    code = code if positive else _u32(0)
+    finite = _u32(bits & _u32(0x7FFFFFFF)) < _u32(INF_BITS)
+    return np.uint8(code if finite else _u32(255))
 
 
 @njit(inline="always")
@@ -221,24 +223,58 @@ def _encode_signed(x):
     if magnitude_bits >= _u32(S_HALF_MIN_BITS):
         magnitude = max(magnitude, _u32(1))
     negative = (bits >= _u32(0x80000000)) & (magnitude > _u32(0))
-    return np.uint8(_u32(magnitude | _u32(128)) if negative else magnitude)
+    code = _u32(magnitude | _u32(128)) if negative else magnitude
+    return np.uint8(code if magnitude_bits < _u32(INF_BITS) else _u32(0))
 
 
 @njit(inline="always")
-def _encode_block(values, codes, start, count, signed):
-    """``codecs.quantize_blockwise`` for one block of ``count`` fp32 values: returns the new
-    scale (the absolute maximum, found as an integer maximum of the bit patterns, which
-    vectorises) and writes the codes of ``value * (1 / scale)`` at ``codes[start:]``."""
-    top = _u32(0)
-    for j in range(count):
-        magnitude = _u32(_bits_from_f32(values[j]) & _u32(0x7FFFFFFF))
-        top = magnitude if magnitude > top else top
+def _finite_magnitude(x):
+    """The bit pattern of ``|x|`` for finite ``x`` (integers order like the floats), else 0."""
+    magnitude = _u32(_bits_from_f32(x) & _u32(0x7FFFFFFF))
+    return magnitude if magnitude < _u32(INF_BITS) else _u32(0)
+
+
+@njit(inline="always")
+def _encode_codes(values, codes, start, count, top, signed):
+    """``codecs.quantize_blockwise`` for one block of ``count`` fp32 values whose absolute
+    maximum has the bit pattern ``top`` (the new scale): writes the nearest codes of
+    ``value * (1 / scale)`` at ``codes[start:]``."""
     scale = _f32_from_bits(top)
     inverse = np.float32(1.0) / scale if scale > np.float32(0.0) else np.float32(0.0)
     for j in range(count):
         x = values[j] * inverse
         codes[start + j] = _encode_signed(x) if signed else _encode_unsigned(x)
-    return scale
+
+
+@njit(inline="always")
+def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, scale, new):
+    """One block of 8-bit state: decode, update (1)-(10), re-encode; returns the new
+    scales (v, ḡ, b). The fp32 values wait in ``new`` (in L1) between the two loops; the
+    absolute maxima are integer maxima of the bit patterns, taken in the update loop over
+    finite values only (``codecs.quantize_blockwise``: a NaN/Inf does not enter the scale)."""
+    centered, momentum_mode = flags[CENTERED] == 1, flags[MOMENTUM_MODE] != 0
+    top_v, top_m, top_b = _u32(0), _u32(0), _u32(0)
+    for j in range(count):
+        i = start + j
+        mi = _decode_signed(mq[i]) * scale[1] if centered else s[EPS]
+        bi = _decode_signed(bq[i]) * scale[2] if momentum_mode else s[EPS]
+        pi, vi, mi, bi = _update(flags, g[i], p[i], _decode_unsigned(vq[i]) * scale[0], mi, bi, s,
+                                 lerp_low, correction)  # fmt: skip
+        p[i] = pi
+        new[0, j] = vi
+        top_v = max(top_v, _finite_magnitude(vi))
+        if centered:
+            new[1, j] = mi
+            top_m = max(top_m, _finite_magnitude(mi))
+        if momentum_mode:
+            new[2, j] = bi
+            top_b = max(top_b, _finite_magnitude(bi))
+    _encode_codes(new[0], vq, start, count, top_v, False)
+    if centered:
+        _encode_codes(new[1], mq, start, count, top_m, True)
+    if momentum_mode:
+        _encode_codes(new[2], bq, start, count, top_b, True)
+    return _f32_from_bits(top_v), _f32_from_bits(top_m), _f32_from_bits(top_b)
 
 
 def _make_kernel(flags: tuple[int, ...], state_format: str = "float"):
@@ -290,12 +326,11 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float"):
 
         @njit(parallel=True, cache=True)
         def run_int8(addresses, sizes, corrections, chunk_tensor, chunk_start, chunk_stop, s,
-                     scales, bad):  # fmt: skip
+                     scales):  # fmt: skip
             """As ``run`` with blockwise 8-bit state: ``addresses[t, 2:]`` point to uint8
             codes, ``scales[t, k]`` to buffer ``k``'s fp32 block scales. Each block of 256
-            is decoded, updated and re-encoded (new scale = the block's absolute maximum)
-            while it is in cache; ``bad[0] = 1`` if an update overflowed to Inf/NaN (the
-            caller has ruled out non-finite gradients)."""
+            is decoded, updated and re-encoded (new scale = the block's largest finite
+            magnitude) while it is in cache."""
             lerp_low = s[ONE_MINUS_ALPHA] < 0.5
             for c in prange(chunk_tensor.shape[0]):
                 t = chunk_tensor[c]
@@ -309,32 +344,24 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float"):
                 vs = numba.carray(_as_pointer(scales[t, 0]), blocks, np.float32)
                 ms = numba.carray(_as_pointer(scales[t, 1] or scales[t, 0]), blocks, np.float32)
                 bs = numba.carray(_as_pointer(scales[t, 2] or scales[t, 0]), blocks, np.float32)
-                new_v = np.empty(256, np.float32)
-                new_m = np.empty(256, np.float32)
-                new_b = np.empty(256, np.float32)
+                new = np.empty((3, 256), np.float32)
                 correction = corrections[t]
                 start = chunk_start[c]
                 while start < chunk_stop[c]:
                     blk = start // np.uint64(256)
-                    stop = min(start + np.uint64(256), n)
-                    v_scale, m_scale, b_scale = vs[blk], ms[blk], bs[blk]
-                    for i in range(start, stop):  # decode, update (1)-(10), keep fp32 in cache
-                        j = i - start
-                        mi = _decode_signed(mq[i]) * m_scale if centered else s[EPS]
-                        bi = _decode_signed(bq[i]) * b_scale if momentum_mode else s[EPS]
-                        pi, vi, mi, bi = _update(flags, g[i], p[i], _decode_unsigned(vq[i]) * v_scale,
-                                                 mi, bi, s, lerp_low, correction)  # fmt: skip
-                        p[i] = pi
-                        new_v[j], new_m[j], new_b[j] = vi, mi, bi
-                    count = stop - start
-                    vs[blk] = _encode_block(new_v, vq, start, count, False)
+                    scale = (vs[blk], ms[blk], bs[blk])
+                    if start + np.uint64(256) <= n:  # a whole block: a constant trip count
+                        top = _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start,
+                                          np.uint64(256), scale, new)  # fmt: skip
+                    else:
+                        top = _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start,
+                                          n - start, scale, new)  # fmt: skip
+                    vs[blk] = top[0]
                     if centered:
-                        ms[blk] = _encode_block(new_m, mq, start, count, True)
+                        ms[blk] = top[1]
                     if momentum_mode:
-                        bs[blk] = _encode_block(new_b, bq, start, count, True)
-                    if not (np.isfinite(vs[blk]) and np.isfinite(ms[blk]) and np.isfinite(bs[blk])):
-                        bad[0] = 1
-                    start = stop
+                        bs[blk] = top[2]
+                    start += np.uint64(256)
 
         return run_int8
 
@@ -613,8 +640,7 @@ def step_int8_state(
     hp: Hyper,
 ) -> None:
     """One fused pass with blockwise 8-bit state (every tensor here has ``<name>_codes``
-    and ``<name>_scale`` state): the same codes as ``lowbit.codecs.quantize_blockwise``.
-    The caller rules out non-finite gradients first (``RMSprop.step`` does)."""
+    and ``<name>_scale`` state): the same codes as ``lowbit.codecs.quantize_blockwise``."""
     lr = float(to_scalar_lr(lr))
     grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
     if any(p.dtype != torch.float32 for p in params):
@@ -637,11 +663,5 @@ def step_int8_state(
     sizes = tuple(p.numel() for p in params)
     corrections = _corrections(hp, steps, np.dtype(np.float32))
     chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
-    bad = np.zeros(1, np.int64)
     kernel_for(hp, "int8")(addresses, np.array(sizes, np.int64), corrections, chunk_tensor, chunk_start,
-                           chunk_stop, _scalars(hp, lr, np.dtype(np.float32)), scales, bad)  # fmt: skip
-    if bad[0]:
-        raise FloatingPointError(
-            "the update overflowed to Inf or NaN (finite gradients, e.g. |g| > 1.8e19 squared); "
-            "the 8-bit state blocks that hold it are undefined"
-        )
+                           chunk_stop, _scalars(hp, lr, np.dtype(np.float32)), scales)  # fmt: skip

@@ -28,6 +28,11 @@ decimal decades split linearly, encoded by a search over a sorted table): that m
 finer near the block maximum (0.4%) and coarser below a tenth of it (7% and worse); here
 the precision is even, and encoding vectorises.
 
+NaN and Inf (a NaN gradient with ``nonfinite="update"``, torch's behaviour: the parameter
+becomes NaN) never enter a block's scale, so the other 255 values of the block keep their
+state; the non-finite element itself is stored as the block maximum (unsigned: a large
+``square_avg``, small steps) or 0 (signed).
+
 ``hash32`` and ``stochastic_round_to_bf16``: a counter-based random stream (a 32-bit
 integer hash of the element index, the step and a seed), written with integer arithmetic
 that torch, numba and Triton all compute identically, so stochastic rounding gives the
@@ -43,6 +48,7 @@ from torch import Tensor
 BLOCK = 256
 MASK32 = 0xFFFFFFFF
 ONE_BITS = 0x3F800000  # float32 1.0
+INF_BITS = 0x7F800000  # float32 +Inf: magnitudes at or above it are not finite
 U_SHIFT, U_BASE = 19, (ONE_BITS >> 19) - 255  # unsigned: code c <-> bits (c + U_BASE) << U_SHIFT
 S_SHIFT, S_BASE = 20, (ONE_BITS >> 20) - 127  # signed magnitude m <-> bits (m + S_BASE) << S_SHIFT
 S_HALF_MIN_BITS = ((S_BASE + 1) << S_SHIFT) - (1 << 23)  # half the smallest signed magnitude
@@ -71,15 +77,19 @@ def inverse_scale(scale: Tensor) -> Tensor:
 
 
 def encode_normalized(x: Tensor, signed: bool) -> Tensor:
-    """The nearest code (int32, 0..255) of each float32 ``x`` in [-1, 1]."""
+    """The nearest code (int32, 0..255) of each float32 ``x`` in [-1, 1]; NaN and ±Inf
+    get code 255 (1.0, the block maximum) in the unsigned map and 0 in the signed one."""
     bits = x.contiguous().view(torch.int32)
+    finite = (bits & 0x7FFFFFFF) < INF_BITS
     if not signed:
         code = ((bits + (1 << (U_SHIFT - 1))) >> U_SHIFT) - U_BASE
-        return torch.where(bits > 0, code.clamp(1, 255), 0)  # positive never to 0; -0, <0 to 0
+        code = torch.where(bits > 0, code.clamp(1, 255), 0)  # positive never to 0; -0, <0 to 0
+        return torch.where(finite, code, 255)
     magnitude_bits = bits & 0x7FFFFFFF
     magnitude = (((magnitude_bits + (1 << (S_SHIFT - 1))) >> S_SHIFT) - S_BASE).clamp(0, 127)
     magnitude = torch.where(magnitude_bits >= S_HALF_MIN_BITS, magnitude.clamp_min(1), magnitude)
-    return torch.where((bits < 0) & (magnitude > 0), magnitude | 128, magnitude)
+    code = torch.where((bits < 0) & (magnitude > 0), magnitude | 128, magnitude)
+    return torch.where(finite, code, 0)
 
 
 def decode_codes(codes: Tensor, signed: bool) -> Tensor:
@@ -95,19 +105,16 @@ def decode_codes(codes: Tensor, signed: bool) -> Tensor:
 
 
 def quantize_blockwise(x: Tensor, signed: bool, block: int = BLOCK) -> tuple[Tensor, Tensor]:
-    """``x`` (any shape, finite) -> (uint8 codes of ``x``'s shape, fp32 scale per block).
+    """``x`` (any shape) -> (uint8 codes of ``x``'s shape, fp32 scale per block).
 
-    Raises ``FloatingPointError`` for NaN/Inf: one of them would poison the scale of its
-    whole block; the optimizer's ``nonfinite="skip"`` keeps them out of the state.
+    A NaN or Inf does not enter its block's scale (it would turn every other value of the
+    block into 0 or NaN); it is stored as the block maximum (unsigned) or 0 (signed).
     """
     flat = x.detach().reshape(-1).float()
-    if not bool(torch.isfinite(flat).all()):
-        raise FloatingPointError(
-            "cannot quantize NaN or Inf into 8-bit state (use nonfinite='skip')"
-        )
     n = flat.numel()
     padded = torch.nn.functional.pad(flat, (0, num_blocks(n, block) * block - n)).view(-1, block)
-    scale = padded.abs().amax(dim=1)
+    magnitude = padded.abs()
+    scale = torch.where(torch.isfinite(magnitude), magnitude, 0.0).amax(dim=1)
     codes = encode_normalized(padded * inverse_scale(scale).unsqueeze(1), signed)
     return codes.reshape(-1)[:n].to(torch.uint8).view(x.shape), scale
 

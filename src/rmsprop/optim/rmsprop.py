@@ -356,13 +356,6 @@ class RMSprop(Optimizer):
                 )
             self.skipped_steps += 1
             return loss
-        if self.nonfinite == "update" and any_nonfinite(
-            [g for group, _, grads in work if group["state_dtype"] == "int8" for g in grads]
-        ):  # 8-bit blocks cannot hold NaN/Inf: one would poison its block's scale
-            raise FloatingPointError(
-                "a gradient contains NaN or Inf, which 8-bit state cannot hold; nothing was "
-                "updated (use nonfinite='skip' to skip such steps)"
-            )
         for index, (group, params, grads) in enumerate(work):
             self.last_impl[index] = self._step_group(group, params, grads)
         return loss
