@@ -149,14 +149,15 @@ def _bits_from_f32(typingctx, value):
 
 @njit(inline="always")
 def _hash32(index, offset):
-    """``codecs.hash32``: lowbias32 of ``index + offset`` (all arithmetic mod 2**32)."""
-    mask = np.uint64(0xFFFFFFFF)
-    x = (np.uint64(index) + offset) & mask
-    x = x ^ (x >> np.uint64(16))
-    x = (x * np.uint64(0x7FEB352D)) & mask
-    x = x ^ (x >> np.uint64(15))
-    x = (x * np.uint64(0x846CA68B)) & mask
-    return x ^ (x >> np.uint64(16))
+    """``codecs.hash32``: lowbias32 of ``index + offset``, all arithmetic mod 2**32 (each
+    result wrapped in ``uint32`` so that LLVM keeps 32-bit vector lanes)."""
+    u32 = np.uint32
+    x = u32(u32(index) + u32(offset))
+    x = u32(x ^ u32(x >> u32(16)))
+    x = u32(x * u32(0x7FEB352D))
+    x = u32(x ^ u32(x >> u32(15)))
+    x = u32(x * u32(0x846CA68B))
+    return u32(x ^ u32(x >> u32(16)))
 
 
 @njit(inline="always")
@@ -167,11 +168,13 @@ def _bf16_decode(u16):
 @njit(inline="always")
 def _bf16_encode(value, index, offset):
     """``codecs.stochastic_round_to_bf16`` for one element (``offset`` from step and seed)."""
-    bits = np.uint64(_bits_from_f32(value))
-    if not np.isfinite(value):
-        return np.uint16(0x7FC0) if value != value else np.uint16(bits >> np.uint64(16))
-    noise = _hash32(index, offset) & np.uint64(0xFFFF)
-    return np.uint16(((bits + noise) & np.uint64(0xFFFF0000)) >> np.uint64(16))
+    u32 = np.uint32
+    bits = _bits_from_f32(value)
+    noise = u32(_hash32(index, offset) & u32(0xFFFF))
+    rounded = u32(u32(bits + noise) >> u32(16))
+    finite = u32(bits & u32(0x7FFFFFFF)) < u32(0x7F800000)
+    nan = u32(bits & u32(0x7FFFFFFF)) > u32(0x7F800000)
+    return np.uint16(rounded if finite else (u32(0x7FC0) if nan else u32(bits >> u32(16))))
 
 
 # The 8-bit codecs of ``lowbit.codecs`` for one element. numba widens uint32 arithmetic to
