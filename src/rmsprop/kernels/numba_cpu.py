@@ -32,7 +32,16 @@ try:
 except ImportError as err:  # pragma: no cover - exercised where numba is missing
     raise ImportError("impl='numba' needs numba: pip install 'rmsprop[fast]'") from err
 
-from ..lowbit.codecs import INF_BITS, S_BASE, S_HALF_MIN_BITS, S_SHIFT, U_BASE, U_SHIFT
+from ..lowbit.codecs import (
+    INF_BITS,
+    S_BASE,
+    S_HALF_MIN_BITS,
+    S_SHIFT,
+    U_BASE,
+    U_SHIFT,
+    stream_offset,
+    stream_seed,
+)
 from ..optim._common import Hyper, step_value, to_scalar_lr
 
 CHUNK = 1 << 15
@@ -180,6 +189,7 @@ def _bf16_encode(value, index, offset):
 # The 8-bit codecs of ``lowbit.codecs`` for one element. numba widens uint32 arithmetic to
 # 64 bits; wrapping each result in ``_u32`` lets LLVM keep 32-bit vector lanes.
 _u32 = np.uint32
+_BUFFERS = ("square_avg", "grad_avg", "momentum_buffer")  # kernels index them 0, 1, 2
 
 
 @njit(inline="always")
@@ -622,9 +632,8 @@ def step_bf16_state(
     sizes = tuple(p.numel() for p in params)
     steps = [int(step_value(s)) for s in state_steps]
     corrections = _corrections(hp, state_steps, np_dtype)
-    mask = 0xFFFFFFFF
-    offsets = np.array(  # codecs.hash32's offset for (step, seed*7919 + salt*3 + kind)
-        [[(st * 0x9E3779B9 + (seed * 7919 + salt * 3 + kind) * 0x85EBCA6B) & mask for kind in range(3)]
+    offsets = np.array(  # codecs.hash32's offset of each buffer's stream at this step
+        [[stream_offset(st, stream_seed(seed, salt, name)) for name in _BUFFERS]
          for st, salt in zip(steps, salts)],
         dtype=np.uint64,
     )  # fmt: skip

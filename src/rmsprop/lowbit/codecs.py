@@ -127,10 +127,24 @@ def dequantize_blockwise(codes: Tensor, scale: Tensor, signed: bool, block: int 
     return (padded * scale.unsqueeze(1)).reshape(-1)[:n].view(codes.shape)
 
 
+STREAMS = {"square_avg": 0, "grad_avg": 1, "momentum_buffer": 2, "param": 3}
+
+
+def stream_seed(rounding_seed: int, position: int, stream: str) -> int:
+    """The ``seed`` of one tensor's random stream: the optimizer's ``rounding_seed``, the
+    parameter's position in it, and which of its four streams (``STREAMS``)."""
+    return rounding_seed * 7919 + position * len(STREAMS) + STREAMS[stream]
+
+
+def stream_offset(step: int, seed: int) -> int:
+    """What ``hash32`` adds to the element index at ``step`` (mod 2**32)."""
+    return (step * 0x9E3779B9 + seed * 0x85EBCA6B) & MASK32
+
+
 def hash32(index: Tensor, step: int, seed: int) -> Tensor:
     """A 32-bit integer hash of ``index + (step, seed) mix`` (Wellons' lowbias32), computed
     in int64 with explicit 32-bit masks so every backend gets the same bits."""
-    x = (index.long() + ((step * 0x9E3779B9 + seed * 0x85EBCA6B) & MASK32)) & MASK32
+    x = (index.long() + stream_offset(step, seed)) & MASK32
     x = x ^ (x >> 16)
     x = (x * 0x7FEB352D) & MASK32
     x = x ^ (x >> 15)

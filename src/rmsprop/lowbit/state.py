@@ -16,12 +16,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .codecs import dequantize_blockwise, quantize_blockwise, stochastic_round_to_bf16
+from .codecs import (
+    dequantize_blockwise,
+    quantize_blockwise,
+    stochastic_round_to_bf16,
+    stream_seed,
+)
 
 MIN_INT8_NUMEL = 4096
 BUFFERS = ("square_avg", "grad_avg", "momentum_buffer")
 SIGNED = {"square_avg": False, "grad_avg": True, "momentum_buffer": True}
-KIND = {"square_avg": 0, "grad_avg": 1, "momentum_buffer": 2}
 COMPACT = (torch.bfloat16, "int8")
 
 
@@ -51,7 +55,7 @@ def encode(state: dict[str, Any], name: str, value: Tensor, param: Tensor, state
     elif torch.is_complex(value):
         state[name] = value.to(param.dtype)
     elif state_dtype == torch.bfloat16:
-        state[name] = stochastic_round_to_bf16(value, step, seed * 7919 + salt * 3 + KIND[name])
+        state[name] = stochastic_round_to_bf16(value, step, stream_seed(seed, salt, name))
     elif state_dtype is None:
         state[name] = value.to(param.dtype)
     else:

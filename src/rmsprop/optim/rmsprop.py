@@ -12,7 +12,7 @@ from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiabl
 
 from .._validation import NON_NEGATIVE, check_choice, check_real, validate_hyperparameters
 from ..algorithm import ALGORITHM
-from ..lowbit.codecs import stochastic_round_to_bf16
+from ..lowbit.codecs import stochastic_round_to_bf16, stream_seed
 from ..lowbit.state import BUFFERS, COMPACT, decode, encode, has, in_form
 from ..presets import get_preset
 from ._common import Hyper
@@ -389,7 +389,7 @@ class RMSprop(Optimizer):
             if rounded:  # (10) θ stored with stochastic rounding: small updates survive on average
                 param.copy_(
                     stochastic_round_to_bf16(
-                        param_work, step, self.rounding_seed * 7919 + salt * 3 + 3
+                        param_work, step, stream_seed(self.rounding_seed, salt, "param")
                     )
                 )
             for key, value in work.items():
