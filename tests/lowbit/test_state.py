@@ -161,13 +161,17 @@ def test_nan_gradient_with_int8_state_acts_like_torch_and_spares_its_block(impl)
     assert skipping.skipped_steps == 1 and torch.equal(twin, before) and not skipping.state
 
 
-def _bf16_run(sr: bool, impl: str = "auto", steps: int = 50):
+def _bf16_run(sr: bool, impl: str = "auto", steps: int = 50, state_dtype=None, momentum=0.0,
+              random_grads: bool = False):  # fmt: skip
     p = torch.ones(20_000, dtype=torch.bfloat16, requires_grad=True)
-    opt = rmsprop.RMSprop([p], lr=1e-4, alpha=0.9, stochastic_rounding=sr, impl=impl)
+    opt = rmsprop.RMSprop([p], lr=1e-4, alpha=0.9, stochastic_rounding=sr, impl=impl,
+                          state_dtype=state_dtype, momentum=momentum)  # fmt: skip
+    g = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        p.grad = torch.ones_like(p)
+        noise = torch.rand(p.shape, generator=g) if random_grads else torch.zeros(p.shape)
+        p.grad = (1 + noise).to(torch.bfloat16)
         opt.step()
-    return p.detach().float()
+    return p.detach().float(), opt
 
 
 def test_bf16_params_with_stochastic_rounding_keep_small_updates():
@@ -177,14 +181,33 @@ def test_bf16_params_with_stochastic_rounding_keep_small_updates():
         exact.grad = torch.ones_like(exact)
         opt.step()
     target = float(exact[0])
-    assert float(_bf16_run(sr=False).mean()) == 1.0  # round-to-nearest drops every update
-    assert float(_bf16_run(sr=True).mean()) == pytest.approx(target, abs=2e-4)
+    assert float(_bf16_run(sr=False)[0].mean()) == 1.0  # round-to-nearest drops every update
+    assert float(_bf16_run(sr=True)[0].mean()) == pytest.approx(target, abs=2e-4)
 
 
-def test_stochastic_rounding_gives_the_same_bits_in_every_impl(ieee_sqrt):
-    runs = {
-        impl: _bf16_run(sr=True, impl=impl, steps=5)
-        for impl in ("single", "foreach", "numba", "triton")
-    }
-    for impl, p in runs.items():
-        assert torch.equal(p, runs["single"]), impl
+@pytest.mark.parametrize("state_dtype", [None, torch.float32, torch.bfloat16, "int8"],
+                         ids=["state-as-param", "fp32", "bf16", "int8"])  # fmt: skip
+def test_stochastic_rounding_gives_the_same_bits_in_every_impl(state_dtype, ieee_sqrt):
+    """bf16 params rounded stochastically: the per-tensor path (fp32 work copies) and the
+    fused Triton kernel (one pass, rounding in registers) write the same bits."""
+    runs = {impl: _bf16_run(sr=True, impl=impl, steps=5, state_dtype=state_dtype, momentum=0.9,
+                            random_grads=True)
+            for impl in ("single", "foreach", "numba", "triton")}  # fmt: skip
+    for impl, (p, opt) in runs.items():
+        assert torch.equal(p, runs["single"][0]), impl
+        q = opt.param_groups[0]["params"][0]
+        reference = runs["single"][1]
+        for key, value in opt.state[q].items():
+            assert torch.equal(value, reference.state[reference.param_groups[0]["params"][0]][key])
+    fused = state_dtype is not None  # bf16 state rounded to nearest (the param's dtype): per tensor
+    assert runs["triton"][1].last_impl[0] == "triton" if fused else True
+
+
+@pytest.mark.parametrize("state_dtype", COMPACT, ids=["bf16", "int8"])
+def test_compact_state_runs_the_fused_kernels(state_dtype, monkeypatch):
+    """numba and Triton take compact state in their one-pass kernels, not through the
+    per-tensor fp32 copies (which would fail here)."""
+    monkeypatch.setattr(rmsprop.RMSprop, "_step_per_tensor", None)
+    for impl in ("numba", "triton"):
+        _, opt = _train(state_dtype, CONFIGS["momentum_centered"], impl=impl, steps=2)
+        assert opt.last_impl[0] == impl

@@ -23,9 +23,83 @@ try:
 except ImportError as err:  # pragma: no cover - exercised where triton is missing
     raise ImportError("impl='triton' needs triton: pip install 'rmsprop[gpu]'") from err
 
+from ..lowbit.codecs import (
+    INF_BITS,
+    S_BASE,
+    S_HALF_MIN_BITS,
+    S_SHIFT,
+    U_BASE,
+    U_SHIFT,
+    stream_offset,
+    stream_seed,
+)
 from ..optim._common import Hyper, step_value, to_scalar_lr
 
 BLOCK = 1024
+# the codec constants, as Triton wants its globals
+_U_BASE, _U_SHIFT = tl.constexpr(U_BASE), tl.constexpr(U_SHIFT)
+_S_BASE, _S_SHIFT = tl.constexpr(S_BASE), tl.constexpr(S_SHIFT)
+_S_HALF_MIN_BITS, _INF_BITS = tl.constexpr(S_HALF_MIN_BITS), tl.constexpr(INF_BITS)
+_U_HALF, _S_HALF = tl.constexpr(1 << (U_SHIFT - 1)), tl.constexpr(1 << (S_SHIFT - 1))  # half a step
+
+
+@triton.jit
+def _update(g, p, v, m, b, correction,
+            alpha, oma, eps, wd, lr, neg_lr, mu, decay, neg_lr_mu, neg_mu, lerp_rest,
+            MAXIMIZE: tl.constexpr, WD_MODE: tl.constexpr, EMA: tl.constexpr,
+            CENTERED: tl.constexpr, CLAMP: tl.constexpr, BIAS: tl.constexpr,
+            EPS_IN_SQRT: tl.constexpr, MOMENTUM_MODE: tl.constexpr, NESTEROV: tl.constexpr,
+            LERP_LOW: tl.constexpr):  # fmt: skip
+    """Steps (1)-(10) on fp32 values; returns the new (p, v, ḡ, b)."""
+    if MAXIMIZE:  # (1)
+        g = -g
+    if WD_MODE == 2:  # (3) decoupled: param.mul_(1 - lr*wd)
+        p = p * decay
+    elif WD_MODE == 1:  # (3) coupled: grad.add(param, alpha=wd)
+        g = tl.fma(wd, p, g)
+    if EMA == 2:  # (4) v + (1-alpha)(g*g - v)
+        v = tl.fma(oma, g * g - v, v)
+    else:  # (4) v*alpha + ((1-alpha)*g)*g
+        v = tl.fma(oma * g, g, v * alpha)
+    s = v
+    if CENTERED:  # (5)
+        if EMA == 0:
+            if LERP_LOW:
+                m = tl.fma(oma, g - m, m)
+            else:
+                m = tl.fma(-lerp_rest, g - m, g)
+        elif EMA == 1:
+            m = tl.fma(oma, g, m * alpha)
+        else:
+            m = tl.fma(oma, g - m, m)
+        if BIAS:  # (6)
+            mean = tl.div_rn(m, correction)
+            s = tl.fma(-mean, mean, tl.div_rn(v, correction))
+        else:
+            s = tl.fma(-m, m, v)
+        if CLAMP:
+            s = tl.where(s < 0, 0.0, s)
+    elif BIAS:
+        s = tl.div_rn(v, correction)
+    if EPS_IN_SQRT:  # (7)
+        d = tl.sqrt_rn(s + eps)
+    else:
+        d = tl.sqrt_rn(s) + eps
+    if MOMENTUM_MODE == 0:  # (8)-(10)
+        p = p + tl.div_rn(neg_lr * g, d)
+    elif MOMENTUM_MODE == 1:  # lr outside the buffer
+        b = b * mu + tl.div_rn(g, d)
+        if NESTEROV:
+            p = tl.fma(neg_lr_mu, b, p + tl.div_rn(neg_lr * g, d))
+        else:
+            p = tl.fma(neg_lr, b, p)
+    else:  # lr inside the buffer
+        b = b * mu + tl.div_rn(lr * g, d)
+        if NESTEROV:
+            p = tl.fma(neg_mu, b, p) + tl.div_rn(neg_lr * g, d)
+        else:
+            p = p - b
+    return p, v, m, b
 
 
 @triton.jit
@@ -45,67 +119,194 @@ def _rmsprop_kernel(
     p_ptr = tl.load(addr_ptr + t * 5 + 0).to(tl.pointer_type(PARAM_T))
     g_ptr = tl.load(addr_ptr + t * 5 + 1).to(tl.pointer_type(PARAM_T))
     v_ptr = tl.load(addr_ptr + t * 5 + 2).to(tl.pointer_type(STATE_T))
+    m_ptr = tl.load(addr_ptr + t * 5 + 3).to(tl.pointer_type(STATE_T))
+    b_ptr = tl.load(addr_ptr + t * 5 + 4).to(tl.pointer_type(STATE_T))
     p = tl.load(p_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     v = tl.load(v_ptr + offs, mask=mask, other=1.0).to(tl.float32)
-    if MAXIMIZE:  # (1)
-        g = -g
-    if WD_MODE == 2:  # (3) decoupled: param.mul_(1 - lr*wd)
-        p = p * decay
-    elif WD_MODE == 1:  # (3) coupled: grad.add(param, alpha=wd)
-        g = tl.fma(wd, p, g)
-    if EMA == 2:  # (4) v + (1-alpha)(g*g - v)
-        v = tl.fma(oma, g * g - v, v)
-    else:  # (4) v*alpha + ((1-alpha)*g)*g
-        v = tl.fma(oma * g, g, v * alpha)
-    tl.store(v_ptr + offs, v.to(STATE_T), mask=mask)
-    s = v
-    if CENTERED:  # (5)
-        m_ptr = tl.load(addr_ptr + t * 5 + 3).to(tl.pointer_type(STATE_T))
+    m = v
+    b = v
+    if CENTERED:
         m = tl.load(m_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        if EMA == 0:
-            if LERP_LOW:
-                m = tl.fma(oma, g - m, m)
-            else:
-                m = tl.fma(-lerp_rest, g - m, g)
-        elif EMA == 1:
-            m = tl.fma(oma, g, m * alpha)
-        else:
-            m = tl.fma(oma, g - m, m)
-        tl.store(m_ptr + offs, m.to(STATE_T), mask=mask)
-        if BIAS:  # (6)
-            correction = tl.load(corr_ptr + t)
-            mean = tl.div_rn(m, correction)
-            s = tl.fma(-mean, mean, tl.div_rn(v, correction))
-        else:
-            s = tl.fma(-m, m, v)
-        if CLAMP:
-            s = tl.where(s < 0, 0.0, s)
-    elif BIAS:
-        s = tl.div_rn(v, tl.load(corr_ptr + t))
-    if EPS_IN_SQRT:  # (7)
-        d = tl.sqrt_rn(s + eps)
-    else:
-        d = tl.sqrt_rn(s) + eps
-    if MOMENTUM_MODE == 0:  # (8)-(10)
-        p = p + tl.div_rn(neg_lr * g, d)
-    else:
-        b_ptr = tl.load(addr_ptr + t * 5 + 4).to(tl.pointer_type(STATE_T))
+    if MOMENTUM_MODE != 0:
         b = tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        if MOMENTUM_MODE == 1:  # lr outside the buffer
-            b = b * mu + tl.div_rn(g, d)
-            if NESTEROV:
-                p = tl.fma(neg_lr_mu, b, p + tl.div_rn(neg_lr * g, d))
-            else:
-                p = tl.fma(neg_lr, b, p)
-        else:  # lr inside the buffer
-            b = b * mu + tl.div_rn(lr * g, d)
-            if NESTEROV:
-                p = tl.fma(neg_mu, b, p) + tl.div_rn(neg_lr * g, d)
-            else:
-                p = p - b
+    p, v, m, b = _update(g, p, v, m, b, tl.load(corr_ptr + t),
+                         alpha, oma, eps, wd, lr, neg_lr, mu, decay, neg_lr_mu, neg_mu, lerp_rest,
+                         MAXIMIZE, WD_MODE, EMA, CENTERED, CLAMP, BIAS, EPS_IN_SQRT, MOMENTUM_MODE,
+                         NESTEROV, LERP_LOW)  # fmt: skip
+    tl.store(v_ptr + offs, v.to(STATE_T), mask=mask)
+    if CENTERED:
+        tl.store(m_ptr + offs, m.to(STATE_T), mask=mask)
+    if MOMENTUM_MODE != 0:
         tl.store(b_ptr + offs, b.to(STATE_T), mask=mask)
     tl.store(p_ptr + offs, p.to(PARAM_T), mask=mask)
+
+
+# ------------------------------------------------------------------ compact state
+# The codecs of rmsprop.lowbit.codecs, element-wise in registers: the same integer
+# arithmetic, so the same bits as the torch and numba versions.
+
+
+@triton.jit
+def _hash32(index, offset):
+    """``codecs.hash32`` (lowbias32 of ``index + offset``), uint32 arithmetic mod 2**32."""
+    x = index.to(tl.uint32) + offset.to(tl.uint32)
+    x = x ^ (x >> 16)
+    x = x * tl.full((), 0x7FEB352D, tl.uint32)
+    x = x ^ (x >> 15)
+    x = x * tl.full((), 0x846CA68B, tl.uint32)
+    return x ^ (x >> 16)
+
+
+@triton.jit
+def _bf16_decode(bits16):
+    return (bits16.to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _bf16_round(value, index, offset):
+    """``codecs.stochastic_round_to_bf16``: add 16 random low bits, truncate; NaN becomes
+    the canonical bf16 NaN, ±Inf stays."""
+    bits = value.to(tl.uint32, bitcast=True)
+    noise = _hash32(index, offset) & 0xFFFF
+    magnitude = bits & 0x7FFFFFFF
+    rounded = (bits + noise) >> 16
+    rounded = tl.where(magnitude < 0x7F800000, rounded, bits >> 16)
+    rounded = tl.where(magnitude > 0x7F800000, tl.full((), 0x7FC0, tl.uint32), rounded)
+    return rounded.to(tl.uint16)
+
+
+@triton.jit
+def _int8_decode(codes, scale, SIGNED: tl.constexpr):
+    """``codecs.decode_codes`` times the block's scale."""
+    c = codes.to(tl.int32)
+    if SIGNED:
+        magnitude = c & 127
+        value = ((magnitude + _S_BASE) << _S_SHIFT).to(tl.float32, bitcast=True)
+        value = tl.where(magnitude > 0, value, 0.0)
+        value = tl.where(c >= 128, -value, value)
+    else:
+        value = ((c + _U_BASE) << _U_SHIFT).to(tl.float32, bitcast=True)
+        value = tl.where(c > 0, value, 0.0)
+    return value * scale
+
+
+@triton.jit
+def _int8_encode(value, mask, SIGNED: tl.constexpr):
+    """``codecs.quantize_blockwise`` for one block: (codes, new scale = the largest finite
+    magnitude of the block)."""
+    bits = value.to(tl.int32, bitcast=True)
+    magnitude_bits = bits & 0x7FFFFFFF
+    finite = magnitude_bits < _INF_BITS
+    top = tl.max(tl.where(mask & finite, magnitude_bits, 0), axis=0)
+    scale = top.to(tl.float32, bitcast=True)
+    one = tl.full((), 1.0, tl.float32)
+    inverse = tl.where(scale > 0.0, tl.div_rn(one, tl.where(scale > 0.0, scale, one)), 0.0)
+    bits = (value * inverse).to(tl.int32, bitcast=True)
+    magnitude_bits = bits & 0x7FFFFFFF
+    if SIGNED:
+        magnitude = ((magnitude_bits + _S_HALF) >> _S_SHIFT) - _S_BASE
+        magnitude = tl.minimum(tl.maximum(magnitude, 0), 127)
+        magnitude = tl.where(
+            magnitude_bits >= _S_HALF_MIN_BITS, tl.maximum(magnitude, 1), magnitude
+        )
+        code = tl.where((bits < 0) & (magnitude > 0), magnitude | 128, magnitude)
+        code = tl.where(finite, code, 0)
+    else:
+        code = ((bits + _U_HALF) >> _U_SHIFT) - _U_BASE
+        code = tl.where(bits > 0, tl.minimum(tl.maximum(code, 1), 255), 0)
+        code = tl.where(finite, code, 255)
+    return code.to(tl.uint8), scale
+
+
+@triton.jit
+def _load_state(ptr_bits, scale_ptr, quant_block, offs, mask, FORMAT: tl.constexpr,
+                SIGNED: tl.constexpr):  # fmt: skip
+    if FORMAT == 0:  # fp32
+        return tl.load(ptr_bits.to(tl.pointer_type(tl.float32)) + offs, mask=mask, other=0.0)
+    if FORMAT == 1:  # bf16 bits
+        return _bf16_decode(
+            tl.load(ptr_bits.to(tl.pointer_type(tl.uint16)) + offs, mask=mask, other=0)
+        )
+    codes = tl.load(ptr_bits.to(tl.pointer_type(tl.uint8)) + offs, mask=mask, other=0)
+    return _int8_decode(
+        codes, tl.load(scale_ptr.to(tl.pointer_type(tl.float32)) + quant_block), SIGNED
+    )
+
+
+@triton.jit
+def _store_state(value, ptr_bits, scale_ptr, quant_block, offs, mask, offset, FORMAT: tl.constexpr,
+                 SIGNED: tl.constexpr):  # fmt: skip
+    if FORMAT == 0:
+        tl.store(ptr_bits.to(tl.pointer_type(tl.float32)) + offs, value, mask=mask)
+    elif FORMAT == 1:
+        tl.store(
+            ptr_bits.to(tl.pointer_type(tl.uint16)) + offs,
+            _bf16_round(value, offs, offset),
+            mask=mask,
+        )
+    else:
+        codes, scale = _int8_encode(value, mask, SIGNED)
+        tl.store(ptr_bits.to(tl.pointer_type(tl.uint8)) + offs, codes, mask=mask)
+        tl.store(scale_ptr.to(tl.pointer_type(tl.float32)) + quant_block, scale)
+
+
+@triton.jit
+def _compact_kernel(
+    addr_ptr, scale_ptr, offset_ptr, size_ptr, corr_ptr, block_tensor_ptr, block_start_ptr,
+    alpha, oma, eps, wd, lr, neg_lr, mu, decay, neg_lr_mu, neg_mu, lerp_rest,
+    PARAM_T: tl.constexpr, FORMAT: tl.constexpr, ROUND_PARAM: tl.constexpr,
+    MAXIMIZE: tl.constexpr, WD_MODE: tl.constexpr, EMA: tl.constexpr, CENTERED: tl.constexpr,
+    CLAMP: tl.constexpr, BIAS: tl.constexpr, EPS_IN_SQRT: tl.constexpr,
+    MOMENTUM_MODE: tl.constexpr, NESTEROV: tl.constexpr, LERP_LOW: tl.constexpr,
+    BLOCK: tl.constexpr,
+):  # fmt: skip
+    """``_rmsprop_kernel`` with compact state (FORMAT 0: fp32 state, 1: bf16 with
+    stochastic rounding, 2: 8-bit blocks of 256, one program per block) and, with
+    ROUND_PARAM, bf16 params written with stochastic rounding. One pass: load, decode,
+    update, encode, store; ``offset_ptr[t, k]`` holds the random-stream offsets of
+    (v, ḡ, b, param), ``scale_ptr[t, k]`` the addresses of the 8-bit block scales."""
+    block = tl.program_id(0)
+    t = tl.load(block_tensor_ptr + block)
+    start = tl.load(block_start_ptr + block)
+    offs = start + tl.arange(0, BLOCK)
+    mask = offs < tl.load(size_ptr + t)
+    quant_block = start // 256
+    p_ptr = tl.load(addr_ptr + t * 5 + 0).to(tl.pointer_type(PARAM_T))
+    g_ptr = tl.load(addr_ptr + t * 5 + 1).to(tl.pointer_type(PARAM_T))
+    v_ptr = tl.load(addr_ptr + t * 5 + 2)
+    m_ptr = tl.load(addr_ptr + t * 5 + 3)
+    b_ptr = tl.load(addr_ptr + t * 5 + 4)
+    p = tl.load(p_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    v = _load_state(v_ptr, tl.load(scale_ptr + t * 3 + 0), quant_block, offs, mask, FORMAT, False)
+    m = v
+    b = v
+    if CENTERED:
+        m = _load_state(
+            m_ptr, tl.load(scale_ptr + t * 3 + 1), quant_block, offs, mask, FORMAT, True
+        )
+    if MOMENTUM_MODE != 0:
+        b = _load_state(
+            b_ptr, tl.load(scale_ptr + t * 3 + 2), quant_block, offs, mask, FORMAT, True
+        )
+    p, v, m, b = _update(g, p, v, m, b, tl.load(corr_ptr + t),
+                         alpha, oma, eps, wd, lr, neg_lr, mu, decay, neg_lr_mu, neg_mu, lerp_rest,
+                         MAXIMIZE, WD_MODE, EMA, CENTERED, CLAMP, BIAS, EPS_IN_SQRT, MOMENTUM_MODE,
+                         NESTEROV, LERP_LOW)  # fmt: skip
+    _store_state(v, v_ptr, tl.load(scale_ptr + t * 3 + 0), quant_block, offs, mask,
+                 tl.load(offset_ptr + t * 4 + 0), FORMAT, False)  # fmt: skip
+    if CENTERED:
+        _store_state(m, m_ptr, tl.load(scale_ptr + t * 3 + 1), quant_block, offs, mask,
+                     tl.load(offset_ptr + t * 4 + 1), FORMAT, True)  # fmt: skip
+    if MOMENTUM_MODE != 0:
+        _store_state(b, b_ptr, tl.load(scale_ptr + t * 3 + 2), quant_block, offs, mask,
+                     tl.load(offset_ptr + t * 4 + 2), FORMAT, True)  # fmt: skip
+    if ROUND_PARAM:  # (10) θ stored with stochastic rounding
+        rounded = _bf16_round(p, offs, tl.load(offset_ptr + t * 4 + 3))
+        tl.store(p_ptr.to(tl.pointer_type(tl.uint16)) + offs, rounded, mask=mask)
+    else:
+        tl.store(p_ptr + offs, p.to(PARAM_T), mask=mask)
 
 
 _TL = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
@@ -166,12 +367,85 @@ def step(
         _rmsprop_kernel[(len(blocks_t),)](
             table(addresses, torch.int64), table(sizes, torch.int64), table(corrections, torch.float32),
             table(blocks_t, torch.int64), table(blocks_s, torch.int64),
-            hp.alpha, 1 - hp.alpha, hp.eps, hp.weight_decay, lr, -lr, hp.momentum,
-            1 - lr * hp.weight_decay, -lr * hp.momentum, -hp.momentum, 1 - (1 - hp.alpha),
-            PARAM_T=_TL[ptype], STATE_T=_TL[stype],
-            MAXIMIZE=hp.maximize, WD_MODE=0 if hp.weight_decay == 0 else (2 if hp.decoupled_weight_decay else 1),
-            EMA={"torch": 0, "multiply": 1, "delta": 2}[hp.ema_form], CENTERED=hp.centered,
-            CLAMP=hp.centered_clamp, BIAS=hp.bias_correction, EPS_IN_SQRT=hp.eps_in_sqrt,
-            MOMENTUM_MODE=0 if hp.momentum == 0 else (2 if hp.lr_in_momentum else 1),
-            NESTEROV=hp.nesterov, LERP_LOW=(1 - hp.alpha) < 0.5, BLOCK=BLOCK,
+            *_scalars(hp, lr), PARAM_T=_TL[ptype], STATE_T=_TL[stype], **_switches(hp), BLOCK=BLOCK,
         )  # fmt: skip
+
+
+_FORMATS = {None: 0, torch.float32: 0, torch.bfloat16: 1, "int8": 2}
+_NAMES = ("square_avg", "grad_avg", "momentum_buffer")
+
+
+def step_compact(
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[dict],
+    *,
+    lr,
+    hp: Hyper,
+    state_dtype,
+    round_param: bool,
+    seed: int,
+    salts: list[int],
+) -> None:
+    """One launch for tensors whose state is fp32, bf16 or 8-bit (``state_dtype``; all of
+    them in that form) and whose params are of one dtype, stochastically rounded when
+    ``round_param`` (bf16 params): decode -> update -> encode in registers, the same bits
+    as the per-tensor path of ``lowbit.state`` (and as ``numba_cpu``)."""
+    lr = float(to_scalar_lr(lr))
+    fmt = _FORMATS[state_dtype]
+    ptype = params[0].dtype
+    if ptype not in _TL or any(p.dtype != ptype for p in params):
+        raise RuntimeError("the fused compact-state kernel needs params of one float dtype")
+    steps = [st["step"] for st in states]
+    torch._foreach_add_(steps, 1.0)  # (1)
+    block = 256 if fmt == 2 else BLOCK
+    names = [n for n, on in zip(_NAMES, (True, hp.centered, hp.momentum > 0)) if on]
+    addresses, scales, offsets, sizes, corrections, blocks_t, blocks_s = [], [], [], [], [], [], []
+    for row, (p, g, st, salt) in enumerate(zip(params, grads, states, salts)):
+        g = g.contiguous()
+        grads[row] = g  # keep the contiguous copy alive until the launch is done
+        step = int(step_value(st["step"]))
+        buffers = {n: st[f"{n}_codes"] if fmt == 2 else st[n] for n in names}
+        if not p.is_contiguous() or not all(b.is_contiguous() for b in buffers.values()):
+            raise RuntimeError("impl='triton' needs contiguous parameters and state")
+        addresses += [p.data_ptr(), g.data_ptr()] + [
+            buffers[n].data_ptr() if n in buffers else 0 for n in _NAMES
+        ]
+        scales += [st[f"{n}_scale"].data_ptr() if fmt == 2 and n in buffers else 0 for n in _NAMES]
+        offsets += [stream_offset(step, stream_seed(seed, salt, n)) for n in (*_NAMES, "param")]
+        n = p.numel()
+        sizes.append(n)
+        corrections.append(1 - hp.alpha**step if hp.bias_correction else 1.0)
+        for start in range(0, n, block):
+            blocks_t.append(row)
+            blocks_s.append(start)
+    if not blocks_t:
+        return
+    device = params[0].device
+
+    def table(values, dtype):
+        return torch.tensor(values, dtype=dtype, device=device)
+
+    _compact_kernel[(len(blocks_t),)](
+        table(addresses, torch.int64), table(scales, torch.int64), table(offsets, torch.int64),
+        table(sizes, torch.int64), table(corrections, torch.float32),
+        table(blocks_t, torch.int64), table(blocks_s, torch.int64),
+        *_scalars(hp, lr), PARAM_T=_TL[ptype], FORMAT=fmt, ROUND_PARAM=round_param,
+        **_switches(hp), BLOCK=block,
+    )  # fmt: skip
+
+
+def _scalars(hp: Hyper, lr: float) -> tuple[float, ...]:
+    return (hp.alpha, 1 - hp.alpha, hp.eps, hp.weight_decay, lr, -lr, hp.momentum,
+            1 - lr * hp.weight_decay, -lr * hp.momentum, -hp.momentum, 1 - (1 - hp.alpha))  # fmt: skip
+
+
+def _switches(hp: Hyper) -> dict[str, int | bool]:
+    return dict(
+        MAXIMIZE=hp.maximize,
+        WD_MODE=0 if hp.weight_decay == 0 else (2 if hp.decoupled_weight_decay else 1),
+        EMA={"torch": 0, "multiply": 1, "delta": 2}[hp.ema_form], CENTERED=hp.centered,
+        CLAMP=hp.centered_clamp, BIAS=hp.bias_correction, EPS_IN_SQRT=hp.eps_in_sqrt,
+        MOMENTUM_MODE=0 if hp.momentum == 0 else (2 if hp.lr_in_momentum else 1),
+        NESTEROV=hp.nesterov, LERP_LOW=(1 - hp.alpha) < 0.5,
+    )  # fmt: skip

@@ -396,76 +396,82 @@ class RMSprop(Optimizer):
                 encode(state, key, value, p, group["state_dtype"], step, self.rounding_seed, salt)
         return used
 
-    def _numba_compact(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
-                       state_dtype: Any, param_dtypes: tuple[torch.dtype, ...]) -> bool:  # fmt: skip
-        """Can the fused numba kernel for ``state_dtype`` state run this group?"""
-        if group["state_dtype"] != state_dtype or group["stochastic_rounding"] or not params:
-            return False
-        if any(
-            is_sparse(g) or is_dtensor(p) or p.dtype not in param_dtypes
-            for p, g in zip(params, grads)
+    def _fused_impl(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> str:
+        """The implementation for compact state or stochastically rounded params: "numba"
+        or "triton" when their fused kernel can run the whole group, else "per-tensor"."""
+        if not params or any(
+            is_sparse(g) or is_dtensor(p) or p.is_complex() for p, g in zip(params, grads)
         ):
-            return False
+            return "per-tensor"
         from .functional import select_impl
 
-        return (
-            select_impl(group["impl"], group["foreach"], params, group["differentiable"]) == "numba"
-        )
+        impl = select_impl(group["impl"], group["foreach"], params, group["differentiable"])
+        state_dtype, dtypes = group["state_dtype"], {p.dtype for p in params}
+        rounded = group["stochastic_rounding"] and torch.bfloat16 in dtypes
+        if impl == "numba" and not rounded:
+            if state_dtype == torch.bfloat16 and dtypes <= {torch.float32, torch.float64}:
+                return "numba"
+            if state_dtype == "int8" and dtypes == {torch.float32}:
+                return "numba"
+        if (impl == "triton" and len(dtypes) == 1
+                and (state_dtype in COMPACT or (rounded and state_dtype == torch.float32))):  # fmt: skip
+            return "triton"
+        return "per-tensor"
 
-    def _fused_bf16_state(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
-    ) -> bool:
-        """bf16 state with the numba kernel: one fused pass (decode, update, round)."""
-        if not self._numba_compact(
-            group, params, grads, torch.bfloat16, (torch.float32, torch.float64)
-        ):
-            return False
-        from ..kernels.numba_cpu import step_bf16_state
-
+    def _step_fused(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
+                    impl: str) -> None:  # fmt: skip
+        """Compact state (and stochastically rounded bf16 params) in one fused pass per
+        state form: decode, update, encode in registers. Under int8, tensors below the
+        size threshold keep fp32 state and run in a second launch."""
         hp = Hyper.from_group(group)
         states = [self._init_state(p, group) for p in params]
-        step_bf16_state(
-            params, grads, [s["square_avg"] for s in states],
-            [s.get("grad_avg") for s in states], [s.get("momentum_buffer") for s in states],
-            [s["step"] for s in states], lr=group["lr"], hp=hp, seed=self.rounding_seed,
-            salts=[self._salt(p) for p in params],
-        )  # fmt: skip
-        return True
+        state_dtype = group["state_dtype"]
+        rounded = group["stochastic_rounding"] and params[0].dtype == torch.bfloat16
+        forms: dict[Any, list[int]] = {}
+        for i, st in enumerate(states):
+            form = (
+                state_dtype if state_dtype != "int8" or "square_avg_codes" in st else torch.float32
+            )
+            forms.setdefault(form, []).append(i)
+        for form, index in forms.items():
+            ps, gs, sts = (
+                [params[i] for i in index],
+                [grads[i] for i in index],
+                [states[i] for i in index],
+            )
+            if impl == "triton":
+                from ..kernels.triton_cuda import step_compact
 
-    def _fused_int8_state(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
-    ) -> bool:
-        """int8 state with the numba kernel: tensors with 8-bit state in one fused pass,
-        the small ones (fp32 state) through the ordinary kernel."""
-        if not self._numba_compact(group, params, grads, "int8", (torch.float32,)):
-            return False
-        from ..kernels.numba_cpu import step_int8_state
+                step_compact(ps, gs, sts, lr=group["lr"], hp=hp, state_dtype=form, round_param=rounded,
+                             seed=self.rounding_seed, salts=[self._salt(p) for p in ps])  # fmt: skip
+            elif form == "int8":
+                from ..kernels.numba_cpu import step_int8_state
 
-        hp = Hyper.from_group(group)
-        states = [self._init_state(p, group) for p in params]
-        big = [i for i, st in enumerate(states) if "square_avg_codes" in st]
-        small = [i for i in range(len(params)) if i not in set(big)]
-        if big:
-            step_int8_state([params[i] for i in big], [grads[i] for i in big], [states[i] for i in big],
-                            lr=group["lr"], hp=hp)  # fmt: skip
-        if small:
-            functional_rmsprop(
-                [params[i] for i in small], [grads[i] for i in small],
-                [states[i]["square_avg"] for i in small], [states[i].get("grad_avg") for i in small],
-                [states[i].get("momentum_buffer") for i in small], [states[i]["step"] for i in small],
-                lr=group["lr"], hp=hp, impl="numba",
-            )  # fmt: skip
-        return True
+                step_int8_state(ps, gs, sts, lr=group["lr"], hp=hp)
+            elif form == torch.bfloat16:
+                from ..kernels.numba_cpu import step_bf16_state
+
+                step_bf16_state(
+                    ps, gs, [s["square_avg"] for s in sts], [s.get("grad_avg") for s in sts],
+                    [s.get("momentum_buffer") for s in sts], [s["step"] for s in sts], lr=group["lr"],
+                    hp=hp, seed=self.rounding_seed, salts=[self._salt(p) for p in ps],
+                )  # fmt: skip
+            else:  # int8's small tensors: fp32 state, the ordinary kernel
+                functional_rmsprop(
+                    ps, gs, [s["square_avg"] for s in sts], [s.get("grad_avg") for s in sts],
+                    [s.get("momentum_buffer") for s in sts], [s["step"] for s in sts],
+                    lr=group["lr"], hp=hp, impl="numba",
+                )  # fmt: skip
 
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> str:
-        if self._fused_bf16_state(group, params, grads) or self._fused_int8_state(
-            group, params, grads
-        ):
-            return "numba"
         if group["state_dtype"] in COMPACT or (
             group["stochastic_rounding"] and any(p.dtype == torch.bfloat16 for p in params)
         ):
-            return self._step_per_tensor(group, params, grads)
+            impl = self._fused_impl(group, params, grads)
+            if impl == "per-tensor":
+                return self._step_per_tensor(group, params, grads)
+            self._step_fused(group, params, grads, impl)
+            return impl
         hp = Hyper.from_group(group)
         dense: tuple[list[Any], ...] = ([], [], [], [], [], [])
         used = "none"
