@@ -14,7 +14,14 @@ IEEE (correctly rounded), while torch's vectorised CPU ``sqrt`` is not always (m
 on an AVX-512 machine: 17% of float32 roots one ulp away). So results agree with the
 single-tensor path to about one ulp per step, and with the float64 reference to 1e-12.
 
-Compiled once per dtype (float32, float64) and cached on disk (``cache=True``).
+Compact state: the same update between a decode and an encode in registers, bf16 with
+stochastic rounding (``step_bf16_state``) and blockwise 8-bit codes (``step_int8_state``:
+each block of 256 decoded, updated, its new scale taken as an integer maximum of the bit
+patterns, re-encoded while in L1). The codecs are integer adds, shifts and selects, so
+the loops vectorise; the uint32 arithmetic is wrapped in ``uint32`` at each step because
+numba widens it to 64 bits, which halves the vector lanes.
+
+Compiled once per switch combination and dtype, cached on disk (``cache=True``).
 """
 
 from __future__ import annotations

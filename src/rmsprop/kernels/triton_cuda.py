@@ -6,6 +6,12 @@ program updates ``BLOCK`` elements of one tensor in one pass over memory. Switch
 ``tl.constexpr``, so each combination compiles to branch-free code. fp16/bf16 tensors are
 loaded, updated in fp32 and stored back in their dtype.
 
+Compact state (``_compact_kernel``, launched by ``step_compact``): the same update between
+a decode and an encode in registers: bf16 state with stochastic rounding, or 8-bit codes
+with one program per block of 256 (the block's new scale is a ``tl.max`` over its finite
+magnitudes), and bf16 parameters written with stochastic rounding. The codecs are the
+integer arithmetic of ``rmsprop.lowbit.codecs``, so the bits equal the torch and numba ones.
+
 Rounding: multiply-adds are ``tl.fma`` where torch's CPU kernels use an FMA, and the
 square root and divisions are the IEEE ones (``sqrt_rn``, ``div_rn``), so the GPU kernel
 computes what the numba kernel computes. Correctness is tested on the CPU under

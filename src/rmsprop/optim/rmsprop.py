@@ -113,12 +113,14 @@ class RMSprop(Optimizer):
       state_dtype: ``None`` (the parameter's dtype, as torch), ``torch.float32``,
         ``torch.bfloat16`` (2 bytes per buffer, written with stochastic rounding) or
         ``"int8"`` (blockwise 8-bit codes with one fp32 scale per 256 elements for tensors of
-        at least 4,096 elements: ~1.02 bytes per buffer). The math is fp32 in every case.
+        at least 4,096 elements: ~1.02 bytes per buffer; see ``rmsprop.lowbit.codecs``). The
+        math is fp32 in every case; numba and Triton decode, update and encode in one pass.
       stochastic_rounding: bf16 parameters are written back with stochastic rounding
         (pure-bf16 training: updates smaller than half a bf16 ulp survive on average).
-      nonfinite: ``"update"`` (torch: NaN/Inf flow into the update), ``"skip"`` (a step
-        with a non-finite gradient changes nothing and is counted in ``skipped_steps``) or
-        ``"raise"`` (``FloatingPointError`` before anything changes).
+      nonfinite: ``"update"`` (torch: NaN/Inf flow into the update; with int8 state they
+        stay out of their block's scale, so the block's other elements keep their state),
+        ``"skip"`` (a step with a non-finite gradient changes nothing and is counted in
+        ``skipped_steps``) or ``"raise"`` (``FloatingPointError`` before anything changes).
       ema_form: ``"torch"``, ``"multiply"`` or ``"delta"``: how the averages are written
         (the same math; the last bits of a framework). See ``rmsprop.algorithm``.
       centered_clamp: clamp ``v − ḡ²`` at 0 so rounding cannot make the centered sqrt NaN.
