@@ -158,11 +158,13 @@ def _every_float32_in_unit_range(step: int = 1) -> np.ndarray:
     return np.concatenate([positive, positive | np.uint32(0x80000000)]).view(np.float32)
 
 
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 @pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
-def test_int8_element_codecs_equal_the_torch_codec(signed):
+def test_int8_element_codecs_equal_the_torch_codec(signed, rounding):
     """The kernel's per-element encoder and decoder give the codec's bits for every 64th
     float32 in [-1, 1] (about 16M values, every rounding boundary of the 8-bit codes
-    included: they sit at multiples of 2**18 in the bit pattern) and for every code."""
+    included: they sit at multiples of 2**19 in the bit pattern), with the nearest-code
+    rounding and with random noise, and for every code."""
     from numba import njit
 
     from rmsprop.kernels.numba_cpu import (
@@ -171,15 +173,15 @@ def test_int8_element_codecs_equal_the_torch_codec(signed):
         _encode_signed,
         _encode_unsigned,
     )
-    from rmsprop.lowbit.codecs import decode_codes, encode_normalized
+    from rmsprop.lowbit.codecs import S_SHIFT, U_SHIFT, decode_codes, encode_normalized, hash32
 
     encode_one = _encode_signed if signed else _encode_unsigned
     decode_one = _decode_signed if signed else _decode_unsigned
 
     @njit
-    def encode_all(x, out):
+    def encode_all(x, noise, out):
         for i in range(x.shape[0]):
-            out[i] = encode_one(x[i])
+            out[i] = encode_one(x[i], noise[i])
 
     @njit
     def decode_all(codes, out):
@@ -187,9 +189,14 @@ def test_int8_element_codecs_equal_the_torch_codec(signed):
             out[i] = decode_one(codes[i])
 
     x = _every_float32_in_unit_range(64)
+    if rounding == "nearest":
+        noise = torch.full(x.shape, 1 << ((S_SHIFT if signed else U_SHIFT) - 1), dtype=torch.int64)
+        expected = encode_normalized(torch.from_numpy(x), signed).numpy()
+    else:
+        noise = hash32(torch.arange(x.size), step=3, seed=7)
+        expected = encode_normalized(torch.from_numpy(x), signed, noise).numpy()
     got = np.empty(x.shape, np.uint8)
-    encode_all(x, got)
-    expected = encode_normalized(torch.from_numpy(x), signed).numpy()
+    encode_all(x, noise.numpy().astype(np.uint32), got)
     np.testing.assert_array_equal(got, expected)
     codes = np.arange(256, dtype=np.uint8)
     values = np.empty(256, np.float32)

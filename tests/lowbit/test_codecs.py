@@ -67,6 +67,28 @@ def test_blockwise_error_is_bounded_per_block(signed):
         assert float(back[chunk].abs().max()) == float(x[chunk].abs().max())
 
 
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
+def test_stochastic_rounding_of_codes_is_unbiased_and_picks_a_neighbour(signed):
+    """With a random stream, each value becomes one of its two neighbouring codes, the
+    nearer more often: the mean over many draws is the value (what keeps an average that
+    moves 1% a step from sticking to its code)."""
+    values = torch.tensor([0.3, 0.61, 0.0071, 0.9, -0.45 if signed else 0.45])
+    x = values.repeat(40_000)
+    x[:256] = 1.0  # one element per block at the maximum keeps the scale 1
+    x[256::256] = 1.0
+    codes, scale = codecs.quantize_blockwise(x, signed, step=5, seed=3)
+    assert bool((scale == 1.0).all())
+    back = codecs.dequantize_blockwise(codes, scale, signed).view(-1, 5)[60:]  # past block 0
+    table = torch.from_numpy(codecs.code_values(signed))
+    for k, v in enumerate(values.tolist()):
+        drawn = back[:, k][back[:, k] != 1.0]
+        below, above = table[table <= v].max(), table[table >= v].min()
+        assert set(drawn.unique().tolist()) <= {float(below), float(above)}
+        assert float(drawn.double().mean()) == pytest.approx(v, rel=2e-3)
+    again, _ = codecs.quantize_blockwise(x, signed, step=5, seed=3)
+    assert torch.equal(again, codes)  # the same stream, the same codes
+
+
 def test_small_positive_square_avg_never_decodes_to_zero():
     v = torch.zeros(512)
     v[0] = 1.0  # the block's scale

@@ -218,11 +218,11 @@ def _decode_signed(code):
 
 
 @njit(inline="always")
-def _encode_unsigned(x):
-    """``codecs.encode_normalized(x, signed=False)``: round the bit pattern to 4 mantissa
-    bits; a positive x never gets code 0."""
+def _encode_unsigned(x, noise):
+    """``codecs.encode_normalized(x, signed=False, noise)``: add ``noise``'s low 19 bits to
+    the bit pattern and truncate to 4 mantissa bits; a positive x never gets code 0."""
     bits = _bits_from_f32(x)
-    rounded = _u32(_u32(bits + _u32(1 << (U_SHIFT - 1))) >> _u32(U_SHIFT))
+    rounded = _u32(_u32(bits + _u32(noise & _u32((1 << U_SHIFT) - 1))) >> _u32(U_SHIFT))
     code = _u32(rounded - _u32(U_BASE)) if rounded > _u32(U_BASE) else _u32(1)
     code = min(code, _u32(255))
     positive = (bits > _u32(0)) & (bits < _u32(0x80000000))
@@ -232,16 +232,17 @@ def _encode_unsigned(x):
 
 
 @njit(inline="always")
-def _encode_signed(x):
-    """``codecs.encode_normalized(x, signed=True)``: sign bit + magnitude rounded to 3
-    mantissa bits; magnitudes below half the smallest code become 0."""
+def _encode_signed(x, noise):
+    """``codecs.encode_normalized(x, signed=True, noise)``: sign bit + magnitude rounded to
+    3 mantissa bits with ``noise``'s low 20 bits; below the smallest code, the nearest."""
     bits = _bits_from_f32(x)
     magnitude_bits = _u32(bits & _u32(0x7FFFFFFF))
-    rounded = _u32(_u32(magnitude_bits + _u32(1 << (S_SHIFT - 1))) >> _u32(S_SHIFT))
+    add = _u32(noise & _u32((1 << S_SHIFT) - 1))
+    rounded = _u32(_u32(magnitude_bits + add) >> _u32(S_SHIFT))
     magnitude = _u32(rounded - _u32(S_BASE)) if rounded > _u32(S_BASE) else _u32(0)
     magnitude = min(magnitude, _u32(127))
-    if magnitude_bits >= _u32(S_HALF_MIN_BITS):
-        magnitude = max(magnitude, _u32(1))
+    if magnitude_bits < _u32((S_BASE + 1) << S_SHIFT):
+        magnitude = _u32(1) if magnitude_bits >= _u32(S_HALF_MIN_BITS) else _u32(0)
     negative = (bits >= _u32(0x80000000)) & (magnitude > _u32(0))
     code = _u32(magnitude | _u32(128)) if negative else magnitude
     return np.uint8(code if magnitude_bits < _u32(INF_BITS) else _u32(0))
@@ -255,19 +256,21 @@ def _finite_magnitude(x):
 
 
 @njit(inline="always")
-def _encode_codes(values, codes, start, count, top, signed):
+def _encode_codes(values, codes, start, count, top, signed, offset):
     """``codecs.quantize_blockwise`` for one block of ``count`` fp32 values whose absolute
-    maximum has the bit pattern ``top`` (the new scale): writes the nearest codes of
-    ``value * (1 / scale)`` at ``codes[start:]``."""
+    maximum has the bit pattern ``top`` (the new scale): writes the stochastically rounded
+    codes of ``value * (1 / scale)`` at ``codes[start:]`` (stream offset ``offset``)."""
     scale = _f32_from_bits(top)
     inverse = np.float32(1.0) / scale if scale > np.float32(0.0) else np.float32(0.0)
     for j in range(count):
         x = values[j] * inverse
-        codes[start + j] = _encode_signed(x) if signed else _encode_unsigned(x)
+        noise = _hash32(start + j, offset)
+        codes[start + j] = _encode_signed(x, noise) if signed else _encode_unsigned(x, noise)
 
 
 @njit(inline="always")
-def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, scale, new):
+def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, scale, new,
+                offsets):  # fmt: skip
     """One block of 8-bit state: decode, update (1)-(10), re-encode; returns the new
     scales (v, ḡ, b). The fp32 values wait in ``new`` (in L1) between the two loops; the
     absolute maxima are integer maxima of the bit patterns, taken in the update loop over
@@ -289,11 +292,11 @@ def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, 
         if momentum_mode:
             new[2, j] = bi
             top_b = max(top_b, _finite_magnitude(bi))
-    _encode_codes(new[0], vq, start, count, top_v, False)
+    _encode_codes(new[0], vq, start, count, top_v, False, offsets[0])
     if centered:
-        _encode_codes(new[1], mq, start, count, top_m, True)
+        _encode_codes(new[1], mq, start, count, top_m, True, offsets[1])
     if momentum_mode:
-        _encode_codes(new[2], bq, start, count, top_b, True)
+        _encode_codes(new[2], bq, start, count, top_b, True, offsets[2])
     return _f32_from_bits(top_v), _f32_from_bits(top_m), _f32_from_bits(top_b)
 
 
@@ -346,7 +349,7 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float"):
 
         @njit(parallel=True, cache=True)
         def run_int8(addresses, sizes, corrections, chunk_tensor, chunk_start, chunk_stop, s,
-                     scales):  # fmt: skip
+                     scales, offsets):  # fmt: skip
             """As ``run`` with blockwise 8-bit state: ``addresses[t, 2:]`` point to uint8
             codes, ``scales[t, k]`` to buffer ``k``'s fp32 block scales. Each block of 256
             is decoded, updated and re-encoded (new scale = the block's largest finite
@@ -370,12 +373,13 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float"):
                 while start < chunk_stop[c]:
                     blk = start // np.uint64(256)
                     scale = (vs[blk], ms[blk], bs[blk])
+                    offset = (offsets[t, 0], offsets[t, 1], offsets[t, 2])
                     if start + np.uint64(256) <= n:  # a whole block: a constant trip count
                         top = _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start,
-                                          np.uint64(256), scale, new)  # fmt: skip
+                                          np.uint64(256), scale, new, offset)  # fmt: skip
                     else:
                         top = _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start,
-                                          n - start, scale, new)  # fmt: skip
+                                          n - start, scale, new, offset)  # fmt: skip
                     vs[blk] = top[0]
                     if centered:
                         ms[blk] = top[1]
@@ -637,16 +641,20 @@ def step_bf16_state(
         dtype=np.int64,
     ).reshape(len(params), 5)  # fmt: skip
     sizes = tuple(p.numel() for p in params)
-    steps = [int(step_value(s)) for s in state_steps]
     corrections = _corrections(hp, state_steps, np_dtype)
-    offsets = np.array(  # codecs.hash32's offset of each buffer's stream at this step
-        [[stream_offset(st, stream_seed(seed, salt, name)) for name in _BUFFERS]
-         for st, salt in zip(steps, salts)],
-        dtype=np.uint64,
-    )  # fmt: skip
+    offsets = _stream_offsets(state_steps, seed, salts)
     chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
     kernel_for(hp, "bf16")(addresses, np.array(sizes, np.int64), corrections, chunk_tensor, chunk_start,
                            chunk_stop, _scalars(hp, lr, np_dtype), offsets)  # fmt: skip
+
+
+def _stream_offsets(steps: list, seed: int, salts: list[int]) -> np.ndarray:
+    """``codecs.hash32``'s offset of each buffer's stream (v, ḡ, b) per tensor at its step."""
+    return np.array(
+        [[stream_offset(int(step_value(st)), stream_seed(seed, salt, name)) for name in _BUFFERS]
+         for st, salt in zip(steps, salts)],
+        dtype=np.uint64,
+    )  # fmt: skip
 
 
 @torch.compiler.disable
@@ -657,9 +665,12 @@ def step_int8_state(
     *,
     lr,
     hp: Hyper,
+    seed: int,
+    salts: list[int],
 ) -> None:
     """One fused pass with blockwise 8-bit state (every tensor here has ``<name>_codes``
-    and ``<name>_scale`` state): the same codes as ``lowbit.codecs.quantize_blockwise``."""
+    and ``<name>_scale`` state): the same codes as ``lowbit.codecs.quantize_blockwise``
+    with each buffer's random stream (``stream_seed(seed, salt, name)``)."""
     lr = float(to_scalar_lr(lr))
     grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
     if any(p.dtype != torch.float32 for p in params):
@@ -683,4 +694,5 @@ def step_int8_state(
     corrections = _corrections(hp, steps, np.dtype(np.float32))
     chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
     kernel_for(hp, "int8")(addresses, np.array(sizes, np.int64), corrections, chunk_tensor, chunk_start,
-                           chunk_stop, _scalars(hp, lr, np.dtype(np.float32)), scales)  # fmt: skip
+                           chunk_stop, _scalars(hp, lr, np.dtype(np.float32)), scales,
+                           _stream_offsets(steps, seed, salts))  # fmt: skip

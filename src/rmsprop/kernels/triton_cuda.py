@@ -46,7 +46,11 @@ BLOCK = 1024
 _U_BASE, _U_SHIFT = tl.constexpr(U_BASE), tl.constexpr(U_SHIFT)
 _S_BASE, _S_SHIFT = tl.constexpr(S_BASE), tl.constexpr(S_SHIFT)
 _S_HALF_MIN_BITS, _INF_BITS = tl.constexpr(S_HALF_MIN_BITS), tl.constexpr(INF_BITS)
-_U_HALF, _S_HALF = tl.constexpr(1 << (U_SHIFT - 1)), tl.constexpr(1 << (S_SHIFT - 1))  # half a step
+_U_NOISE, _S_NOISE = (
+    tl.constexpr((1 << U_SHIFT) - 1),
+    tl.constexpr((1 << S_SHIFT) - 1),
+)  # random low bits
+_S_MIN_BITS = tl.constexpr((S_BASE + 1) << S_SHIFT)  # the smallest signed code
 
 
 @triton.jit
@@ -198,9 +202,9 @@ def _int8_decode(codes, scale, SIGNED: tl.constexpr):
 
 
 @triton.jit
-def _int8_encode(value, mask, SIGNED: tl.constexpr):
-    """``codecs.quantize_blockwise`` for one block: (codes, new scale = the largest finite
-    magnitude of the block)."""
+def _int8_encode(value, mask, index, offset, SIGNED: tl.constexpr):
+    """``codecs.quantize_blockwise`` for one block, stochastically rounded with the stream
+    at ``offset``: (codes, new scale = the largest finite magnitude of the block)."""
     bits = value.to(tl.int32, bitcast=True)
     magnitude_bits = bits & 0x7FFFFFFF
     finite = magnitude_bits < _INF_BITS
@@ -210,16 +214,18 @@ def _int8_encode(value, mask, SIGNED: tl.constexpr):
     inverse = tl.where(scale > 0.0, tl.div_rn(one, tl.where(scale > 0.0, scale, one)), 0.0)
     bits = (value * inverse).to(tl.int32, bitcast=True)
     magnitude_bits = bits & 0x7FFFFFFF
+    noise = _hash32(index, offset)
     if SIGNED:
-        magnitude = ((magnitude_bits + _S_HALF) >> _S_SHIFT) - _S_BASE
+        add = (noise & _S_NOISE).to(tl.int32)
+        magnitude = ((magnitude_bits + add) >> _S_SHIFT) - _S_BASE
         magnitude = tl.minimum(tl.maximum(magnitude, 0), 127)
-        magnitude = tl.where(
-            magnitude_bits >= _S_HALF_MIN_BITS, tl.maximum(magnitude, 1), magnitude
-        )
+        nearest = tl.where(magnitude_bits >= _S_HALF_MIN_BITS, 1, 0)
+        magnitude = tl.where(magnitude_bits < _S_MIN_BITS, nearest, magnitude)
         code = tl.where((bits < 0) & (magnitude > 0), magnitude | 128, magnitude)
         code = tl.where(finite, code, 0)
     else:
-        code = ((bits + _U_HALF) >> _U_SHIFT) - _U_BASE
+        add = (noise & _U_NOISE).to(tl.int32)
+        code = ((bits + add) >> _U_SHIFT) - _U_BASE
         code = tl.where(bits > 0, tl.minimum(tl.maximum(code, 1), 255), 0)
         code = tl.where(finite, code, 255)
     return code.to(tl.uint8), scale
@@ -252,7 +258,7 @@ def _store_state(value, ptr_bits, scale_ptr, quant_block, offs, mask, offset, FO
             mask=mask,
         )
     else:
-        codes, scale = _int8_encode(value, mask, SIGNED)
+        codes, scale = _int8_encode(value, mask, offs, offset, SIGNED)
         tl.store(ptr_bits.to(tl.pointer_type(tl.uint8)) + offs, codes, mask=mask)
         tl.store(scale_ptr.to(tl.pointer_type(tl.float32)) + quant_block, scale)
 

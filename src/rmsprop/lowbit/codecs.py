@@ -76,18 +76,24 @@ def inverse_scale(scale: Tensor) -> Tensor:
     return torch.where(scale > 0, 1.0 / scale, torch.zeros_like(scale))
 
 
-def encode_normalized(x: Tensor, signed: bool) -> Tensor:
-    """The nearest code (int32, 0..255) of each float32 ``x`` in [-1, 1]; NaN and ±Inf
-    get code 255 (1.0, the block maximum) in the unsigned map and 0 in the signed one."""
+def encode_normalized(x: Tensor, signed: bool, noise: Tensor | None = None) -> Tensor:
+    """The code (int32, 0..255) of each float32 ``x`` in [-1, 1]: the nearest one, or with
+    ``noise`` (uniform 32-bit integers, e.g. ``hash32``) the one above or below with
+    probability given by the distance (stochastic rounding: the expected value is ``x``).
+    NaN and ±Inf get code 255 (1.0, the block maximum) in the unsigned map, 0 in the
+    signed one."""
     bits = x.contiguous().view(torch.int32)
     finite = (bits & 0x7FFFFFFF) < INF_BITS
     if not signed:
-        code = ((bits + (1 << (U_SHIFT - 1))) >> U_SHIFT) - U_BASE
+        add = (1 << (U_SHIFT - 1)) if noise is None else (noise & ((1 << U_SHIFT) - 1)).int()
+        code = ((bits + add) >> U_SHIFT) - U_BASE
         code = torch.where(bits > 0, code.clamp(1, 255), 0)  # positive never to 0; -0, <0 to 0
         return torch.where(finite, code, 255)
     magnitude_bits = bits & 0x7FFFFFFF
-    magnitude = (((magnitude_bits + (1 << (S_SHIFT - 1))) >> S_SHIFT) - S_BASE).clamp(0, 127)
-    magnitude = torch.where(magnitude_bits >= S_HALF_MIN_BITS, magnitude.clamp_min(1), magnitude)
+    add = (1 << (S_SHIFT - 1)) if noise is None else (noise & ((1 << S_SHIFT) - 1)).int()
+    magnitude = (((magnitude_bits + add) >> S_SHIFT) - S_BASE).clamp(0, 127)
+    tiny = magnitude_bits < ((S_BASE + 1) << S_SHIFT)  # below the smallest code: nearest
+    magnitude = torch.where(tiny, (magnitude_bits >= S_HALF_MIN_BITS).int(), magnitude)
     code = torch.where((bits < 0) & (magnitude > 0), magnitude | 128, magnitude)
     return torch.where(finite, code, 0)
 
@@ -104,8 +110,13 @@ def decode_codes(codes: Tensor, signed: bool) -> Tensor:
     return torch.where(c >= 128, -value, value)
 
 
-def quantize_blockwise(x: Tensor, signed: bool, block: int = BLOCK) -> tuple[Tensor, Tensor]:
+def quantize_blockwise(x: Tensor, signed: bool, block: int = BLOCK, *, step: int | None = None,
+                       seed: int = 0) -> tuple[Tensor, Tensor]:  # fmt: skip
     """``x`` (any shape) -> (uint8 codes of ``x``'s shape, fp32 scale per block).
+
+    Nearest codes, or stochastically rounded ones when ``step`` is given (the stream of
+    ``hash32(element index, step, seed)``): the optimizer's state uses those, because an
+    average that moves by 1% a step (alpha = 0.99) would otherwise stick to its code.
 
     A NaN or Inf does not enter its block's scale (it would turn every other value of the
     block into 0 or NaN); it is stored as the block maximum (unsigned) or 0 (signed).
@@ -115,7 +126,10 @@ def quantize_blockwise(x: Tensor, signed: bool, block: int = BLOCK) -> tuple[Ten
     padded = torch.nn.functional.pad(flat, (0, num_blocks(n, block) * block - n)).view(-1, block)
     magnitude = padded.abs()
     scale = torch.where(torch.isfinite(magnitude), magnitude, 0.0).amax(dim=1)
-    codes = encode_normalized(padded * inverse_scale(scale).unsqueeze(1), signed)
+    noise = None
+    if step is not None:
+        noise = hash32(torch.arange(padded.numel(), device=x.device), step, seed).view(padded.shape)
+    codes = encode_normalized(padded * inverse_scale(scale).unsqueeze(1), signed, noise)
     return codes.reshape(-1)[:n].to(torch.uint8).view(x.shape), scale
 
 

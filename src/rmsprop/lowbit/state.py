@@ -51,7 +51,9 @@ def encode(state: dict[str, Any], name: str, value: Tensor, param: Tensor, state
     for key in (name, f"{name}_codes", f"{name}_scale"):
         state.pop(key, None)
     if int8_applies(param, state_dtype):
-        state[f"{name}_codes"], state[f"{name}_scale"] = quantize_blockwise(value, SIGNED[name])
+        state[f"{name}_codes"], state[f"{name}_scale"] = quantize_blockwise(
+            value, SIGNED[name], step=step, seed=stream_seed(seed, salt, name)
+        )
     elif torch.is_complex(value):
         state[name] = value.to(param.dtype)
     elif state_dtype == torch.bfloat16:

@@ -449,7 +449,8 @@ class RMSprop(Optimizer):
             elif form == "int8":
                 from ..kernels.numba_cpu import step_int8_state
 
-                step_int8_state(ps, gs, sts, lr=group["lr"], hp=hp)
+                step_int8_state(ps, gs, sts, lr=group["lr"], hp=hp, seed=self.rounding_seed,
+                                salts=[self._salt(p) for p in ps])  # fmt: skip
             elif form == torch.bfloat16:
                 from ..kernels.numba_cpu import step_bf16_state
 
