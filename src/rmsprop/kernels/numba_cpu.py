@@ -163,17 +163,31 @@ def _bits_from_f32(typingctx, value):
     return sig, codegen
 
 
-@njit(inline="always")
-def _hash32(index, offset):
-    """``codecs.hash32``: lowbias32 of ``index + offset``, all arithmetic mod 2**32 (each
-    result wrapped in ``uint32`` so that LLVM keeps 32-bit vector lanes)."""
-    u32 = np.uint32
-    x = u32(u32(index) + u32(offset))
-    x = u32(x ^ u32(x >> u32(16)))
-    x = u32(x * u32(0x7FEB352D))
-    x = u32(x ^ u32(x >> u32(15)))
-    x = u32(x * u32(0x846CA68B))
-    return u32(x ^ u32(x >> u32(16)))
+@intrinsic
+def _hash32(typingctx, index, offset):
+    """``codecs.hash32``: lowbias32 of ``index + offset``, written as 32-bit LLVM integer
+    operations (numba would widen uint32 arithmetic to 64 bits, and 64-bit vector
+    multiplies are slow), so the loops around it vectorise 16 lanes wide."""
+    sig = types.uint32(index, offset)
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+
+        def as_i32(value, ty):
+            width = ty.bitwidth
+            return (
+                value
+                if width == 32
+                else (builder.trunc(value, i32) if width > 32 else builder.zext(value, i32))
+            )
+
+        x = builder.add(as_i32(args[0], signature.args[0]), as_i32(args[1], signature.args[1]))
+        for shift, factor in ((16, 0x7FEB352D), (15, 0x846CA68B)):
+            x = builder.xor(x, builder.lshr(x, ir.Constant(i32, shift)))
+            x = builder.mul(x, ir.Constant(i32, factor))
+        return builder.xor(x, builder.lshr(x, ir.Constant(i32, 16)))
+
+    return sig, codegen
 
 
 @njit(inline="always")
@@ -262,10 +276,10 @@ def _encode_codes(values, codes, start, count, top, signed, offset):
     codes of ``value * (1 / scale)`` at ``codes[start:]`` (stream offset ``offset``)."""
     scale = _f32_from_bits(top)
     inverse = np.float32(1.0) / scale if scale > np.float32(0.0) else np.float32(0.0)
-    for j in range(count):
-        x = values[j] * inverse
-        noise = _hash32(start + j, offset)
-        codes[start + j] = _encode_signed(x, noise) if signed else _encode_unsigned(x, noise)
+    for i in range(start, start + count):
+        x = values[i - start] * inverse
+        noise = _hash32(i, offset)
+        codes[i] = _encode_signed(x, noise) if signed else _encode_unsigned(x, noise)
 
 
 @njit(inline="always")
