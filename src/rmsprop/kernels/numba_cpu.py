@@ -44,11 +44,12 @@ from ..lowbit.codecs import (
     S_BASE,
     S_HALF_MIN_BITS,
     S_SHIFT,
+    STREAMS,
     U_BASE,
     U_SHIFT,
-    stream_offset,
-    stream_seed,
+    stream_offsets,
 )
+from ..lowbit.state import buffers_in_use
 from ..optim._common import Hyper, step_value, to_scalar_lr
 
 CHUNK = 1 << 15
@@ -210,7 +211,6 @@ def _bf16_encode(value, index, offset):
 # The 8-bit codecs of ``lowbit.codecs`` for one element. numba widens uint32 arithmetic to
 # 64 bits; wrapping each result in ``_u32`` lets LLVM keep 32-bit vector lanes.
 _u32 = np.uint32
-_BUFFERS = ("square_avg", "grad_avg", "momentum_buffer")  # kernels index them 0, 1, 2
 
 
 @njit(inline="always")
@@ -494,23 +494,8 @@ def _corrections(hp: Hyper, state_steps: list[Tensor], dtype: np.dtype) -> np.nd
 
 
 def _flags(hp: Hyper) -> tuple[int, ...]:
-    flags = [0] * 9
-    flags[MAXIMIZE] = hp.maximize
-    flags[WD_MODE] = 0 if hp.weight_decay == 0 else (2 if hp.decoupled_weight_decay else 1)
-    flags[EMA] = {"torch": 0, "multiply": 1, "delta": 2}[hp.ema_form]
-    flags[CENTERED], flags[CLAMP], flags[BIAS] = hp.centered, hp.centered_clamp, hp.bias_correction
-    flags[EPS_IN_SQRT] = hp.eps_in_sqrt
-    flags[MOMENTUM_MODE] = 0 if hp.momentum == 0 else (2 if hp.lr_in_momentum else 1)
-    flags[NESTEROV] = hp.nesterov
-    return tuple(int(x) for x in flags)
-
-
-def _check(tensors: list[Tensor], name: str) -> None:
-    for t in tensors:
-        if not t.is_contiguous():
-            raise RuntimeError(
-                f"impl='numba' needs contiguous tensors; a {name} is not (use impl='foreach')"
-            )
+    """The switches in flag-slot order (MAXIMIZE, WD_MODE, ... NESTEROV)."""
+    return tuple(hp.kernel_switches().values())
 
 
 @torch.compiler.disable  # numba code is opaque to dynamo: torch.compile(opt.step) calls it as is
@@ -663,12 +648,9 @@ def step_bf16_state(
 
 
 def _stream_offsets(steps: list, seed: int, salts: list[int]) -> np.ndarray:
-    """``codecs.hash32``'s offset of each buffer's stream (v, ḡ, b) per tensor at its step."""
-    return np.array(
-        [[stream_offset(int(step_value(st)), stream_seed(seed, salt, name)) for name in _BUFFERS]
-         for st, salt in zip(steps, salts)],
-        dtype=np.uint64,
-    )  # fmt: skip
+    """``codecs.hash32``'s offsets per tensor at its step: columns v, ḡ, b (, param)."""
+    return np.array([stream_offsets(int(step_value(st)), seed, salt) for st, salt in zip(steps, salts)],
+                    dtype=np.uint64)  # fmt: skip
 
 
 @torch.compiler.disable
@@ -684,24 +666,20 @@ def step_int8_state(
 ) -> None:
     """One fused pass with blockwise 8-bit state (every tensor here has ``<name>_codes``
     and ``<name>_scale`` state): the same codes as ``lowbit.codecs.quantize_blockwise``
-    with each buffer's random stream (``stream_seed(seed, salt, name)``)."""
+    with each buffer's random stream (``codecs.stream_offsets``)."""
     lr = float(to_scalar_lr(lr))
     grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
     if any(p.dtype != torch.float32 for p in params):
         raise RuntimeError("the fused 8-bit-state kernel needs float32 parameters")
     steps = [st["step"] for st in states]
     torch._foreach_add_(steps, _ONE, alpha=1.0)  # (1)
-    names = (
-        ["square_avg"]
-        + (["grad_avg"] if hp.centered else [])
-        + (["momentum_buffer"] if hp.momentum > 0 else [])
-    )
+    names = buffers_in_use(hp.centered, hp.momentum)
     addresses = np.zeros((len(params), 5), np.int64)
     scales = np.zeros((len(params), 3), np.int64)
     for row, (p, g, st) in enumerate(zip(params, grads, states)):
         addresses[row, 0], addresses[row, 1] = p.data_ptr(), g.data_ptr()
         for name in names:
-            k = {"square_avg": 0, "grad_avg": 1, "momentum_buffer": 2}[name]
+            k = STREAMS[name]
             addresses[row, 2 + k] = st[f"{name}_codes"].data_ptr()
             scales[row, k] = st[f"{name}_scale"].data_ptr()
     sizes = tuple(p.numel() for p in params)

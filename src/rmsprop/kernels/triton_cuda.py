@@ -36,9 +36,9 @@ from ..lowbit.codecs import (
     S_SHIFT,
     U_BASE,
     U_SHIFT,
-    stream_offset,
-    stream_seed,
+    stream_offsets,
 )
+from ..lowbit.state import BUFFERS, buffers_in_use
 from ..optim._common import Hyper, step_value, to_scalar_lr
 
 BLOCK = 1024
@@ -384,7 +384,6 @@ def step(
 
 
 _FORMATS = {None: 0, torch.float32: 0, torch.bfloat16: 1, "int8": 2}
-_NAMES = ("square_avg", "grad_avg", "momentum_buffer")
 
 
 def step_compact(
@@ -411,7 +410,7 @@ def step_compact(
     steps = [st["step"] for st in states]
     torch._foreach_add_(steps, 1.0)  # (1)
     block = 256 if fmt == 2 else BLOCK
-    names = [n for n, on in zip(_NAMES, (True, hp.centered, hp.momentum > 0)) if on]
+    names = buffers_in_use(hp.centered, hp.momentum)
     addresses, scales, offsets, sizes, corrections, blocks_t, blocks_s = [], [], [], [], [], [], []
     for row, (p, g, st, salt) in enumerate(zip(params, grads, states, salts)):
         g = g.contiguous()
@@ -421,10 +420,10 @@ def step_compact(
         if not p.is_contiguous() or not all(b.is_contiguous() for b in buffers.values()):
             raise RuntimeError("impl='triton' needs contiguous parameters and state")
         addresses += [p.data_ptr(), g.data_ptr()] + [
-            buffers[n].data_ptr() if n in buffers else 0 for n in _NAMES
+            buffers[n].data_ptr() if n in buffers else 0 for n in BUFFERS
         ]
-        scales += [st[f"{n}_scale"].data_ptr() if fmt == 2 and n in buffers else 0 for n in _NAMES]
-        offsets += [stream_offset(step, stream_seed(seed, salt, n)) for n in (*_NAMES, "param")]
+        scales += [st[f"{n}_scale"].data_ptr() if fmt == 2 and n in buffers else 0 for n in BUFFERS]
+        offsets += stream_offsets(step, seed, salt)  # v, ḡ, b, param
         n = p.numel()
         sizes.append(n)
         corrections.append(1 - hp.alpha**step if hp.bias_correction else 1.0)
@@ -453,11 +452,4 @@ def _scalars(hp: Hyper, lr: float) -> tuple[float, ...]:
 
 
 def _switches(hp: Hyper) -> dict[str, int | bool]:
-    return dict(
-        MAXIMIZE=hp.maximize,
-        WD_MODE=0 if hp.weight_decay == 0 else (2 if hp.decoupled_weight_decay else 1),
-        EMA={"torch": 0, "multiply": 1, "delta": 2}[hp.ema_form], CENTERED=hp.centered,
-        CLAMP=hp.centered_clamp, BIAS=hp.bias_correction, EPS_IN_SQRT=hp.eps_in_sqrt,
-        MOMENTUM_MODE=0 if hp.momentum == 0 else (2 if hp.lr_in_momentum else 1),
-        NESTEROV=hp.nesterov, LERP_LOW=(1 - hp.alpha) < 0.5,
-    )  # fmt: skip
+    return {**hp.kernel_switches(), "LERP_LOW": (1 - hp.alpha) < 0.5}

@@ -155,6 +155,12 @@ def stream_offset(step: int, seed: int) -> int:
     return (step * 0x9E3779B9 + seed * 0x85EBCA6B) & MASK32
 
 
+def stream_offsets(step: int, rounding_seed: int, position: int) -> list[int]:
+    """The offsets of all four streams of one tensor at ``step``, in ``STREAMS`` order (what
+    the fused kernels take as a table row)."""
+    return [stream_offset(step, stream_seed(rounding_seed, position, name)) for name in STREAMS]
+
+
 def hash32(index: Tensor, step: int, seed: int) -> Tensor:
     """A 32-bit integer hash of ``index + (step, seed) mix`` (Wellons' lowbias32), computed
     in int64 with explicit 32-bit masks so every backend gets the same bits."""

@@ -29,6 +29,11 @@ SIGNED = {"square_avg": False, "grad_avg": True, "momentum_buffer": True}
 COMPACT = (torch.bfloat16, "int8")
 
 
+def buffers_in_use(centered: bool, momentum: float) -> list[str]:
+    """The state buffers a group with these switches keeps, in ``BUFFERS`` order."""
+    return [name for name, on in zip(BUFFERS, (True, centered, momentum > 0)) if on]
+
+
 def int8_applies(param: Tensor, state_dtype: Any) -> bool:
     return state_dtype == "int8" and param.numel() >= MIN_INT8_NUMEL and not torch.is_complex(param)
 

@@ -36,6 +36,21 @@ class Hyper:
     def from_group(cls, group: dict[str, Any]) -> Hyper:
         return cls(**{f.name: group[f.name] for f in fields(cls)})
 
+    def kernel_switches(self) -> dict[str, int]:
+        """The switches as the fused kernels take them (compile-time constants), in the
+        order of their flag slots; weight decay, EMA form and momentum as small codes."""
+        return {
+            "MAXIMIZE": int(self.maximize),
+            "WD_MODE": 0 if self.weight_decay == 0 else (2 if self.decoupled_weight_decay else 1),
+            "EMA": {"torch": 0, "multiply": 1, "delta": 2}[self.ema_form],
+            "CENTERED": int(self.centered),
+            "CLAMP": int(self.centered_clamp),
+            "BIAS": int(self.bias_correction),
+            "EPS_IN_SQRT": int(self.eps_in_sqrt),
+            "MOMENTUM_MODE": 0 if self.momentum == 0 else (2 if self.lr_in_momentum else 1),
+            "NESTEROV": int(self.nesterov),
+        }
+
 
 def to_scalar_lr(lr: float | Tensor) -> float | Tensor:
     """A 1-element tensor lr becomes 0-d, as torch's ``_to_scalar``; floats pass through."""

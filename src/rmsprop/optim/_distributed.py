@@ -72,9 +72,13 @@ def any_nonfinite(grads: list[Tensor]) -> bool:
     """True if any rank's gradients contain NaN or Inf (one all-reduce with DTensors)."""
     if not grads:
         return False
-    values = [local(g)._values() if g.is_sparse else local(g) for g in grads]
-    fast = [v for v in values if _numba_checkable(v)]
-    flags = [~torch.isfinite(v).all() for v in values if not _numba_checkable(v)]
+    fast, flags = [], []
+    for g in grads:
+        values = local(g)._values() if g.is_sparse else local(g)
+        if _numba_checkable(values):
+            fast.append(values)
+        else:
+            flags.append(~torch.isfinite(values).all())
     if fast:
         from ..kernels.numba_cpu import any_nonfinite as numba_any_nonfinite
 
@@ -94,23 +98,11 @@ def clip_scale(norm_sq: float, max_norm: float) -> float:
 
 def _numba_checkable(t: Tensor) -> bool:
     """A tensor the numba finiteness check reads directly (CPU, contiguous, fp32/fp64)."""
+    from ..kernels import unavailable_reason
+
     return (
         t.device.type == "cpu"
         and t.dtype in (torch.float32, torch.float64)
         and t.is_contiguous()
-        and _has_numba()
+        and unavailable_reason("numba") is None
     )
-
-
-_NUMBA: list[bool] = []
-
-
-def _has_numba() -> bool:
-    if not _NUMBA:
-        try:
-            import numba  # noqa: F401
-
-            _NUMBA.append(True)
-        except ImportError:
-            _NUMBA.append(False)
-    return _NUMBA[0]

@@ -441,23 +441,24 @@ class RMSprop(Optimizer):
                 [grads[i] for i in index],
                 [states[i] for i in index],
             )
+            salts = [self._salt(p) for p in ps]
             if impl == "triton":
                 from ..kernels.triton_cuda import step_compact
 
                 step_compact(ps, gs, sts, lr=group["lr"], hp=hp, state_dtype=form, round_param=rounded,
-                             seed=self.rounding_seed, salts=[self._salt(p) for p in ps])  # fmt: skip
+                             seed=self.rounding_seed, salts=salts)  # fmt: skip
             elif form == "int8":
                 from ..kernels.numba_cpu import step_int8_state
 
                 step_int8_state(ps, gs, sts, lr=group["lr"], hp=hp, seed=self.rounding_seed,
-                                salts=[self._salt(p) for p in ps])  # fmt: skip
+                                salts=salts)  # fmt: skip
             elif form == torch.bfloat16:
                 from ..kernels.numba_cpu import step_bf16_state
 
                 step_bf16_state(
                     ps, gs, [s["square_avg"] for s in sts], [s.get("grad_avg") for s in sts],
                     [s.get("momentum_buffer") for s in sts], [s["step"] for s in sts], lr=group["lr"],
-                    hp=hp, seed=self.rounding_seed, salts=[self._salt(p) for p in ps],
+                    hp=hp, seed=self.rounding_seed, salts=salts,
                 )  # fmt: skip
             else:  # int8's small tensors: fp32 state, the ordinary kernel
                 functional_rmsprop(
