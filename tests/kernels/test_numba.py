@@ -159,44 +159,51 @@ def _every_float32_in_unit_range(step: int = 1) -> np.ndarray:
 
 
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
-@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
-def test_int8_element_codecs_equal_the_torch_codec(signed, rounding):
+@pytest.mark.parametrize("name", ["square_avg", "grad_avg", "momentum_buffer"])
+def test_int8_element_codecs_equal_the_torch_codec(name, rounding):
     """The kernel's per-element encoder and decoder give the codec's bits for every 64th
     float32 in [-1, 1] (about 16M values, every rounding boundary of the 8-bit codes
     included: they sit at multiples of 2**19 in the bit pattern), with the nearest-code
-    rounding and with random noise, and for every code."""
+    rounding and with each buffer's field of the shared hash, NaN and Inf included, and
+    for every code."""
     from numba import njit
 
-    from rmsprop.kernels.numba_cpu import (
-        _decode_signed,
-        _decode_unsigned,
-        _encode_signed,
-        _encode_unsigned,
+    from rmsprop.kernels import numba_cpu
+    from rmsprop.lowbit.codecs import (
+        S_SHIFT,
+        U_SHIFT,
+        code_noise,
+        decode_codes,
+        encode_normalized,
+        hash32,
     )
-    from rmsprop.lowbit.codecs import S_SHIFT, U_SHIFT, decode_codes, encode_normalized, hash32
 
-    encode_one = _encode_signed if signed else _encode_unsigned
-    decode_one = _decode_signed if signed else _decode_unsigned
+    signed = name != "square_avg"
+    encode_one = numba_cpu._encode_signed if signed else numba_cpu._encode_unsigned
+    decode_one = numba_cpu._decode_signed if signed else numba_cpu._decode_unsigned
+    field = {"square_avg": numba_cpu._V_NOISE, "grad_avg": numba_cpu._M_NOISE,
+             "momentum_buffer": numba_cpu._B_NOISE}[name]  # fmt: skip
 
     @njit
-    def encode_all(x, noise, out):
+    def encode_all(x, hashes, out, stochastic):
+        half = np.uint32(1 << ((S_SHIFT if signed else U_SHIFT) - 1))
         for i in range(x.shape[0]):
-            out[i] = encode_one(x[i], noise[i])
+            out[i] = encode_one(x[i], field(hashes[i]) if stochastic else half)
 
     @njit
     def decode_all(codes, out):
         for i in range(codes.shape[0]):
             out[i] = decode_one(codes[i])
 
-    x = _every_float32_in_unit_range(64)
-    if rounding == "nearest":
-        noise = torch.full(x.shape, 1 << ((S_SHIFT if signed else U_SHIFT) - 1), dtype=torch.int64)
-        expected = encode_normalized(torch.from_numpy(x), signed).numpy()
-    else:
-        noise = hash32(torch.arange(x.size), step=3, seed=7)
-        expected = encode_normalized(torch.from_numpy(x), signed, noise).numpy()
+    specials = np.array(
+        [0x7FC00000, 0xFFC00000, 0x7F800000, 0xFF800000, 0x7F7FFFFF], np.uint32
+    ).view(np.float32)  # NaN, -NaN, ±Inf, the largest float32
+    x = np.concatenate([_every_float32_in_unit_range(64), specials])
+    hashes = hash32(torch.arange(x.size), step=3, seed=7)
+    noise = code_noise(hashes, name) if rounding == "stochastic" else None
+    expected = encode_normalized(torch.from_numpy(x), signed, noise).numpy()
     got = np.empty(x.shape, np.uint8)
-    encode_all(x, noise.numpy().astype(np.uint32), got)
+    encode_all(x, hashes.numpy().astype(np.uint32), got, rounding == "stochastic")
     np.testing.assert_array_equal(got, expected)
     codes = np.arange(256, dtype=np.uint8)
     values = np.empty(256, np.float32)

@@ -31,17 +31,25 @@ def test_code_maps_are_exponent_spaced_with_one_exact(signed):
 @pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
 def test_encoding_is_the_nearest_code(signed):
     """Against a brute-force search over the 256 values (float64 distances): the nearest
-    code, ties away from zero; the one exception is the positive floor of the unsigned map."""
+    code, ties away from zero. The exceptions sit below the smallest code: the unsigned map
+    rounds a positive value up to it, the signed one flushes magnitudes under 1.1875 *
+    2**-16 (the bit arithmetic has no binade below) to 0."""
     torch.manual_seed(0)
     x = torch.rand(20_000) ** 8
-    x = torch.cat([x, -x] if signed else [x, torch.rand(1000) * 2.0**-17])
+    x = torch.cat([x, -x, torch.rand(1000) * 2.0**-15, torch.rand(1000) * 2.0**-17])
+    x = x if signed else x.abs()
     values = torch.from_numpy(codecs.code_values(signed)).double()
     got = values[codecs.encode_normalized(x, signed).long()]
     best = (x.double()[:, None] - values[None, :]).abs().min(1).values
     error = (x.double() - got).abs()
-    floor = (x > 0) & (got == values[1]) if not signed else torch.zeros_like(x, dtype=torch.bool)
-    assert bool((error[~floor] <= best[~floor]).all())
-    assert bool((error[floor] > 0).all())  # the floor cases exist and are rounded up
+    smallest = float(values[1])
+    if signed:
+        floor = x.abs() < 1.1875 * 2.0**-16
+        assert bool((got[floor] == 0).all()) and float(got[~floor].abs().min()) >= smallest
+    else:
+        floor = (x > 0) & (got == smallest)
+        assert bool((error[floor] > 0).all())  # rounded up
+    assert bool(floor.any()) and bool((error[~floor] <= best[~floor]).all())
 
 
 @pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
@@ -67,16 +75,18 @@ def test_blockwise_error_is_bounded_per_block(signed):
         assert float(back[chunk].abs().max()) == float(x[chunk].abs().max())
 
 
-@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
-def test_stochastic_rounding_of_codes_is_unbiased_and_picks_a_neighbour(signed):
+@pytest.mark.parametrize("name", ["square_avg", "grad_avg", "momentum_buffer"])
+def test_stochastic_rounding_of_codes_is_unbiased_and_picks_a_neighbour(name):
     """With a random stream, each value becomes one of its two neighbouring codes, the
     nearer more often: the mean over many draws is the value (what keeps an average that
     moves 1% a step from sticking to its code)."""
+    signed = name != "square_avg"
     values = torch.tensor([0.3, 0.61, 0.0071, 0.9, -0.45 if signed else 0.45])
     x = values.repeat(40_000)
     x[:256] = 1.0  # one element per block at the maximum keeps the scale 1
     x[256::256] = 1.0
-    codes, scale = codecs.quantize_blockwise(x, signed, step=5, seed=3)
+    noise = codecs.code_noise(codecs.hash32(torch.arange(x.numel()), step=5, seed=3), name)
+    codes, scale = codecs.quantize_blockwise(x, signed, noise=noise)
     assert bool((scale == 1.0).all())
     back = codecs.dequantize_blockwise(codes, scale, signed).view(-1, 5)[60:]  # past block 0
     table = torch.from_numpy(codecs.code_values(signed))
@@ -85,8 +95,26 @@ def test_stochastic_rounding_of_codes_is_unbiased_and_picks_a_neighbour(signed):
         below, above = table[table <= v].max(), table[table >= v].min()
         assert set(drawn.unique().tolist()) <= {float(below), float(above)}
         assert float(drawn.double().mean()) == pytest.approx(v, rel=2e-3)
-    again, _ = codecs.quantize_blockwise(x, signed, step=5, seed=3)
+    again, _ = codecs.quantize_blockwise(x, signed, noise=noise)
     assert torch.equal(again, codes)  # the same stream, the same codes
+
+
+def test_the_three_buffers_draw_disjoint_bits_of_one_hash():
+    """Each 8-bit buffer's rounding noise is its own field of the element's hash (no bit
+    shared, all 32 used), placed at the top of its rounding window."""
+    used = 0
+    for first, width in codecs.NOISE_FIELDS.values():
+        field = ((1 << width) - 1) << first
+        assert used & field == 0
+        used |= field
+    assert used == 0xFFFFFFFF
+    hashes = torch.tensor([0xFFFFFFFF, 0x12345678, 0])
+    for name, (first, width) in codecs.NOISE_FIELDS.items():
+        shift = codecs.U_SHIFT if name == "square_avg" else codecs.S_SHIFT
+        noise = codecs.code_noise(hashes, name)
+        assert noise.tolist()[0] == (1 << shift) - (1 << (shift - width))  # the window's top
+        assert noise.tolist()[1] == ((0x12345678 >> first) & ((1 << width) - 1)) << (shift - width)
+        assert noise.tolist()[2] == 0
 
 
 def test_small_positive_square_avg_never_decodes_to_zero():
@@ -107,15 +135,17 @@ def test_all_zero_block_and_signed_zero():
     codes, scale = codecs.quantize_blockwise(torch.zeros(300), signed=True)
     assert float(scale.abs().max()) == 0.0 and int(codes.max()) == 0
     assert torch.equal(codecs.dequantize_blockwise(codes, scale, signed=True), torch.zeros(300))
-    x = torch.tensor([-0.0, 0.0, -1.0, 2.0**-30])
-    assert codecs.encode_normalized(x, signed=True).tolist() == [0, 0, 255, 0]
-    assert codecs.encode_normalized(x, signed=False).tolist() == [0, 0, 0, 1]
+    x = torch.tensor([-0.0, 0.0, -1.0, 2.0**-30, -(2.0**-30)])
+    assert codecs.encode_normalized(x, signed=True).tolist() == [128, 0, 255, 0, 128]
+    assert codecs.encode_normalized(x, signed=False).tolist() == [0, 0, 0, 1, 0]
+    assert codecs.code_values(signed=True)[128] == 0.0  # -0.0
 
 
 @pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
 def test_nonfinite_values_do_not_spoil_their_block(signed):
     """A NaN or Inf stays out of the block's scale: the other values get exactly the codes
-    they get without it; it is stored as the block maximum (unsigned) or 0 (signed)."""
+    they get without it; it gets the largest code (signed: with its sign; unsigned: -Inf,
+    like every value <= 0, gets 0)."""
     torch.manual_seed(0)
     x = torch.randn(600) if signed else torch.rand(600)
     bad = [5, 9, 300]
@@ -129,7 +159,7 @@ def test_nonfinite_values_do_not_spoil_their_block(signed):
     keep = torch.ones(600, dtype=torch.bool)
     keep[bad] = False
     assert torch.equal(codes[keep], expected_codes[keep])
-    assert codes[bad].tolist() == ([0, 0, 0] if signed else [255, 255, 255])
+    assert codes[bad].tolist() == ([127, 127, 255] if signed else [255, 255, 0])
 
 
 def test_stochastic_rounding_is_unbiased_deterministic_and_exact_when_representable():

@@ -41,15 +41,15 @@ except ImportError as err:  # pragma: no cover - exercised where numba is missin
 
 from ..lowbit.codecs import (
     INF_BITS,
+    NOISE_FIELDS,
     S_BASE,
-    S_HALF_MIN_BITS,
     S_SHIFT,
     STREAMS,
     U_BASE,
     U_SHIFT,
     stream_offsets,
 )
-from ..lowbit.state import buffers_in_use
+from ..lowbit.state import BUFFERS, buffers_in_use
 from ..optim._common import Hyper, step_value, to_scalar_lr
 
 CHUNK = 1 << 15
@@ -233,33 +233,21 @@ def _decode_signed(code):
 
 @njit(inline="always")
 def _encode_unsigned(x, noise):
-    """``codecs.encode_normalized(x, signed=False, noise)``: add ``noise``'s low 19 bits to
-    the bit pattern and truncate to 4 mantissa bits; a positive x never gets code 0."""
-    bits = _bits_from_f32(x)
-    rounded = _u32(_u32(bits + _u32(noise & _u32((1 << U_SHIFT) - 1))) >> _u32(U_SHIFT))
-    code = _u32(rounded - _u32(U_BASE)) if rounded > _u32(U_BASE) else _u32(1)
-    code = min(code, _u32(255))
-    positive = (bits > _u32(0)) & (bits < _u32(0x80000000))
-    code = code if positive else _u32(0)
-    finite = _u32(bits & _u32(0x7FFFFFFF)) < _u32(INF_BITS)
-    return np.uint8(code if finite else _u32(255))
+    """``codecs.encode_normalized(x, signed=False, noise)``: add ``noise`` (< 2**19) to the
+    bit pattern, keep 4 mantissa bits, clamp to codes 1..255; 0 for x <= 0."""
+    rounded = _u32(_u32(_bits_from_f32(x) + noise) >> _u32(U_SHIFT))
+    code = min(_u32(max(rounded, _u32(U_BASE + 1)) - _u32(U_BASE)), _u32(255))
+    return np.uint8(_u32(0) if x <= np.float32(0.0) else code)
 
 
 @njit(inline="always")
 def _encode_signed(x, noise):
-    """``codecs.encode_normalized(x, signed=True, noise)``: sign bit + magnitude rounded to
-    3 mantissa bits with ``noise``'s low 20 bits; below the smallest code, the nearest."""
+    """``codecs.encode_normalized(x, signed=True, noise)``: the magnitude's bit pattern plus
+    ``noise`` (< 2**20), 3 mantissa bits kept, clamped to 0..127; the sign bit on top."""
     bits = _bits_from_f32(x)
-    magnitude_bits = _u32(bits & _u32(0x7FFFFFFF))
-    add = _u32(noise & _u32((1 << S_SHIFT) - 1))
-    rounded = _u32(_u32(magnitude_bits + add) >> _u32(S_SHIFT))
-    magnitude = _u32(rounded - _u32(S_BASE)) if rounded > _u32(S_BASE) else _u32(0)
-    magnitude = min(magnitude, _u32(127))
-    if magnitude_bits < _u32((S_BASE + 1) << S_SHIFT):
-        magnitude = _u32(1) if magnitude_bits >= _u32(S_HALF_MIN_BITS) else _u32(0)
-    negative = (bits >= _u32(0x80000000)) & (magnitude > _u32(0))
-    code = _u32(magnitude | _u32(128)) if negative else magnitude
-    return np.uint8(code if magnitude_bits < _u32(INF_BITS) else _u32(0))
+    rounded = _u32(_u32(_u32(bits & _u32(0x7FFFFFFF)) + noise) >> _u32(S_SHIFT))
+    magnitude = min(_u32(max(rounded, _u32(S_BASE)) - _u32(S_BASE)), _u32(127))
+    return np.uint8(magnitude | _u32(_u32(bits >> _u32(24)) & _u32(128)))
 
 
 @njit(inline="always")
@@ -269,22 +257,49 @@ def _finite_magnitude(x):
     return magnitude if magnitude < _u32(INF_BITS) else _u32(0)
 
 
+def _noise_field(name):
+    """``codecs.code_noise`` for one buffer as a function of the element's hash (the field's
+    position and the rounding window are compile-time constants)."""
+    first, width = NOISE_FIELDS[name]
+    mask, lift = (
+        _u32((1 << width) - 1),
+        _u32((U_SHIFT if name == "square_avg" else S_SHIFT) - width),
+    )
+
+    @njit(inline="always")
+    def field(hashes):
+        return _u32(_u32(_u32(hashes >> _u32(first)) & mask) << lift)
+
+    return field
+
+
+_V_NOISE, _M_NOISE, _B_NOISE = (_noise_field(name) for name in BUFFERS)
+
+
 @njit(inline="always")
-def _encode_codes(values, codes, start, count, top, signed, offset):
+def _encode_codes(values, codes, start, count, top, buffer, hashes, offset):
     """``codecs.quantize_blockwise`` for one block of ``count`` fp32 values whose absolute
     maximum has the bit pattern ``top`` (the new scale): writes the stochastically rounded
-    codes of ``value * (1 / scale)`` at ``codes[start:]`` (stream offset ``offset``)."""
+    codes of ``value * (1 / scale)`` at ``codes[start:]``. ``buffer`` 0 (``square_avg``,
+    encoded first) hashes each element (stream offset ``offset``) and keeps the hashes in
+    ``hashes`` for buffers 1 (``grad_avg``) and 2 (``momentum_buffer``)."""
     scale = _f32_from_bits(top)
     inverse = np.float32(1.0) / scale if scale > np.float32(0.0) else np.float32(0.0)
     for i in range(start, start + count):
         x = values[i - start] * inverse
-        noise = _hash32(i, offset)
-        codes[i] = _encode_signed(x, noise) if signed else _encode_unsigned(x, noise)
+        if buffer == 0:
+            h = _hash32(i, offset)
+            hashes[i - start] = h
+            codes[i] = _encode_unsigned(x, _V_NOISE(h))
+        elif buffer == 1:
+            codes[i] = _encode_signed(x, _M_NOISE(hashes[i - start]))
+        else:
+            codes[i] = _encode_signed(x, _B_NOISE(hashes[i - start]))
 
 
 @njit(inline="always")
 def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, scale, new,
-                offsets):  # fmt: skip
+                offset, hashes):  # fmt: skip
     """One block of 8-bit state: decode, update (1)-(10), re-encode; returns the new
     scales (v, ḡ, b). The fp32 values wait in ``new`` (in L1) between the two loops; the
     absolute maxima are integer maxima of the bit patterns, taken in the update loop over
@@ -306,11 +321,11 @@ def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, 
         if momentum_mode:
             new[2, j] = bi
             top_b = max(top_b, _finite_magnitude(bi))
-    _encode_codes(new[0], vq, start, count, top_v, False, offsets[0])
+    _encode_codes(new[0], vq, start, count, top_v, 0, hashes, offset)
     if centered:
-        _encode_codes(new[1], mq, start, count, top_m, True, offsets[1])
+        _encode_codes(new[1], mq, start, count, top_m, 1, hashes, offset)
     if momentum_mode:
-        _encode_codes(new[2], bq, start, count, top_b, True, offsets[2])
+        _encode_codes(new[2], bq, start, count, top_b, 2, hashes, offset)
     return _f32_from_bits(top_v), _f32_from_bits(top_m), _f32_from_bits(top_b)
 
 
@@ -382,18 +397,18 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float"):
                 ms = numba.carray(_as_pointer(scales[t, 1] or scales[t, 0]), blocks, np.float32)
                 bs = numba.carray(_as_pointer(scales[t, 2] or scales[t, 0]), blocks, np.float32)
                 new = np.empty((3, 256), np.float32)
+                hashes = np.empty(256, np.uint32)
                 correction = corrections[t]
                 start = chunk_start[c]
                 while start < chunk_stop[c]:
                     blk = start // np.uint64(256)
                     scale = (vs[blk], ms[blk], bs[blk])
-                    offset = (offsets[t, 0], offsets[t, 1], offsets[t, 2])
                     if start + np.uint64(256) <= n:  # a whole block: a constant trip count
                         top = _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start,
-                                          np.uint64(256), scale, new, offset)  # fmt: skip
+                                          np.uint64(256), scale, new, offsets[t, 0], hashes)  # fmt: skip
                     else:
                         top = _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start,
-                                          n - start, scale, new, offset)  # fmt: skip
+                                          n - start, scale, new, offsets[t, 0], hashes)  # fmt: skip
                     vs[blk] = top[0]
                     if centered:
                         ms[blk] = top[1]
@@ -666,7 +681,7 @@ def step_int8_state(
 ) -> None:
     """One fused pass with blockwise 8-bit state (every tensor here has ``<name>_codes``
     and ``<name>_scale`` state): the same codes as ``lowbit.codecs.quantize_blockwise``
-    with each buffer's random stream (``codecs.stream_offsets``)."""
+    with the tensor's ``square_avg`` stream split into fields (``codecs.code_noise``)."""
     lr = float(to_scalar_lr(lr))
     grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
     if any(p.dtype != torch.float32 for p in params):

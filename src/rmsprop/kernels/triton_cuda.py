@@ -31,8 +31,8 @@ except ImportError as err:  # pragma: no cover - exercised where triton is missi
 
 from ..lowbit.codecs import (
     INF_BITS,
+    NOISE_FIELDS,
     S_BASE,
-    S_HALF_MIN_BITS,
     S_SHIFT,
     U_BASE,
     U_SHIFT,
@@ -45,12 +45,19 @@ BLOCK = 1024
 # the codec constants, as Triton wants its globals
 _U_BASE, _U_SHIFT = tl.constexpr(U_BASE), tl.constexpr(U_SHIFT)
 _S_BASE, _S_SHIFT = tl.constexpr(S_BASE), tl.constexpr(S_SHIFT)
-_S_HALF_MIN_BITS, _INF_BITS = tl.constexpr(S_HALF_MIN_BITS), tl.constexpr(INF_BITS)
-_U_NOISE, _S_NOISE = (
-    tl.constexpr((1 << U_SHIFT) - 1),
-    tl.constexpr((1 << S_SHIFT) - 1),
-)  # random low bits
-_S_MIN_BITS = tl.constexpr((S_BASE + 1) << S_SHIFT)  # the smallest signed code
+_INF_BITS = tl.constexpr(INF_BITS)
+
+
+def _field(name: str) -> tuple[tl.constexpr, tl.constexpr, tl.constexpr]:
+    """``codecs.code_noise`` of one buffer: (first bit, mask, lift) of the hash's field."""
+    first, width = NOISE_FIELDS[name]
+    lift = (U_SHIFT if name == "square_avg" else S_SHIFT) - width
+    return tl.constexpr(first), tl.constexpr((1 << width) - 1), tl.constexpr(lift)
+
+
+_V_FIRST, _V_MASK, _V_LIFT = _field("square_avg")
+_M_FIRST, _M_MASK, _M_LIFT = _field("grad_avg")
+_B_FIRST, _B_MASK, _B_LIFT = _field("momentum_buffer")
 
 
 @triton.jit
@@ -174,11 +181,11 @@ def _bf16_decode(bits16):
 
 
 @triton.jit
-def _bf16_round(value, index, offset):
-    """``codecs.stochastic_round_to_bf16``: add 16 random low bits, truncate; NaN becomes
-    the canonical bf16 NaN, ±Inf stays."""
+def _bf16_round(value, hashes):
+    """``codecs.stochastic_round_to_bf16``: add 16 random low bits (of ``hashes``, the
+    stream's ``_hash32``), truncate; NaN becomes the canonical bf16 NaN, ±Inf stays."""
     bits = value.to(tl.uint32, bitcast=True)
-    noise = _hash32(index, offset) & 0xFFFF
+    noise = hashes & 0xFFFF
     magnitude = bits & 0x7FFFFFFF
     rounded = (bits + noise) >> 16
     rounded = tl.where(magnitude < 0x7F800000, rounded, bits >> 16)
@@ -202,32 +209,39 @@ def _int8_decode(codes, scale, SIGNED: tl.constexpr):
 
 
 @triton.jit
-def _int8_encode(value, mask, index, offset, SIGNED: tl.constexpr):
-    """``codecs.quantize_blockwise`` for one block, stochastically rounded with the stream
-    at ``offset``: (codes, new scale = the largest finite magnitude of the block)."""
-    bits = value.to(tl.int32, bitcast=True)
+def _state_noise(offs, hashes, offsets_row, K: tl.constexpr, FORMAT: tl.constexpr):
+    """The rounding noise of state buffer ``K`` (0: v, 1: ḡ, 2: b): with bf16 state a hash
+    of the buffer's own stream; with 8-bit codes its field of the element's shared
+    ``hashes`` (``codecs.code_noise``); unused with fp32 state."""
+    if FORMAT == 1:
+        return _hash32(offs, tl.load(offsets_row + K))
+    if K == 0:
+        return ((hashes >> _V_FIRST) & _V_MASK) << _V_LIFT
+    if K == 1:
+        return ((hashes >> _M_FIRST) & _M_MASK) << _M_LIFT
+    return ((hashes >> _B_FIRST) & _B_MASK) << _B_LIFT
+
+
+@triton.jit
+def _int8_encode(value, mask, noise, SIGNED: tl.constexpr):
+    """``codecs.quantize_blockwise`` for one block, stochastically rounded with ``noise``
+    (``_code_noise``): (codes, new scale = the largest finite magnitude of the block)."""
+    bits = value.to(tl.uint32, bitcast=True)
     magnitude_bits = bits & 0x7FFFFFFF
-    finite = magnitude_bits < _INF_BITS
-    top = tl.max(tl.where(mask & finite, magnitude_bits, 0), axis=0)
+    top = tl.max(tl.where(mask & (magnitude_bits < _INF_BITS), magnitude_bits, 0), axis=0)
     scale = top.to(tl.float32, bitcast=True)
     one = tl.full((), 1.0, tl.float32)
     inverse = tl.where(scale > 0.0, tl.div_rn(one, tl.where(scale > 0.0, scale, one)), 0.0)
-    bits = (value * inverse).to(tl.int32, bitcast=True)
-    magnitude_bits = bits & 0x7FFFFFFF
-    noise = _hash32(index, offset)
+    x = value * inverse
+    bits = x.to(tl.uint32, bitcast=True)
     if SIGNED:
-        add = (noise & _S_NOISE).to(tl.int32)
-        magnitude = ((magnitude_bits + add) >> _S_SHIFT) - _S_BASE
-        magnitude = tl.minimum(tl.maximum(magnitude, 0), 127)
-        nearest = tl.where(magnitude_bits >= _S_HALF_MIN_BITS, 1, 0)
-        magnitude = tl.where(magnitude_bits < _S_MIN_BITS, nearest, magnitude)
-        code = tl.where((bits < 0) & (magnitude > 0), magnitude | 128, magnitude)
-        code = tl.where(finite, code, 0)
+        rounded = ((bits & 0x7FFFFFFF) + noise) >> _S_SHIFT
+        magnitude = tl.minimum(tl.maximum(rounded, _S_BASE) - _S_BASE, 127)
+        code = magnitude | ((bits >> 24) & 128)
     else:
-        add = (noise & _U_NOISE).to(tl.int32)
-        code = ((bits + add) >> _U_SHIFT) - _U_BASE
-        code = tl.where(bits > 0, tl.minimum(tl.maximum(code, 1), 255), 0)
-        code = tl.where(finite, code, 255)
+        rounded = (bits + noise) >> _U_SHIFT
+        code = tl.minimum(tl.maximum(rounded, _U_BASE + 1) - _U_BASE, 255)
+        code = tl.where(x <= 0.0, 0, code)
     return code.to(tl.uint8), scale
 
 
@@ -247,18 +261,17 @@ def _load_state(ptr_bits, scale_ptr, quant_block, offs, mask, FORMAT: tl.constex
 
 
 @triton.jit
-def _store_state(value, ptr_bits, scale_ptr, quant_block, offs, mask, offset, FORMAT: tl.constexpr,
+def _store_state(value, ptr_bits, scale_ptr, quant_block, offs, mask, noise, FORMAT: tl.constexpr,
                  SIGNED: tl.constexpr):  # fmt: skip
+    """Encode and store one state buffer; ``noise`` from ``_state_noise``."""
     if FORMAT == 0:
         tl.store(ptr_bits.to(tl.pointer_type(tl.float32)) + offs, value, mask=mask)
     elif FORMAT == 1:
         tl.store(
-            ptr_bits.to(tl.pointer_type(tl.uint16)) + offs,
-            _bf16_round(value, offs, offset),
-            mask=mask,
+            ptr_bits.to(tl.pointer_type(tl.uint16)) + offs, _bf16_round(value, noise), mask=mask
         )
     else:
-        codes, scale = _int8_encode(value, mask, offs, offset, SIGNED)
+        codes, scale = _int8_encode(value, mask, noise, SIGNED)
         tl.store(ptr_bits.to(tl.pointer_type(tl.uint8)) + offs, codes, mask=mask)
         tl.store(scale_ptr.to(tl.pointer_type(tl.float32)) + quant_block, scale)
 
@@ -306,16 +319,20 @@ def _compact_kernel(
                          alpha, oma, eps, wd, lr, neg_lr, mu, decay, neg_lr_mu, neg_mu, lerp_rest,
                          MAXIMIZE, WD_MODE, EMA, CENTERED, CLAMP, BIAS, EPS_IN_SQRT, MOMENTUM_MODE,
                          NESTEROV, LERP_LOW)  # fmt: skip
+    row = offset_ptr + t * 4
+    hashes = offs.to(tl.uint32)  # 8-bit codes: one hash per element, split by _state_noise
+    if FORMAT == 2:
+        hashes = _hash32(offs, tl.load(row))
     _store_state(v, v_ptr, tl.load(scale_ptr + t * 3 + 0), quant_block, offs, mask,
-                 tl.load(offset_ptr + t * 4 + 0), FORMAT, False)  # fmt: skip
+                 _state_noise(offs, hashes, row, 0, FORMAT), FORMAT, False)  # fmt: skip
     if CENTERED:
         _store_state(m, m_ptr, tl.load(scale_ptr + t * 3 + 1), quant_block, offs, mask,
-                     tl.load(offset_ptr + t * 4 + 1), FORMAT, True)  # fmt: skip
+                     _state_noise(offs, hashes, row, 1, FORMAT), FORMAT, True)  # fmt: skip
     if MOMENTUM_MODE != 0:
         _store_state(b, b_ptr, tl.load(scale_ptr + t * 3 + 2), quant_block, offs, mask,
-                     tl.load(offset_ptr + t * 4 + 2), FORMAT, True)  # fmt: skip
+                     _state_noise(offs, hashes, row, 2, FORMAT), FORMAT, True)  # fmt: skip
     if ROUND_PARAM:  # (10) θ stored with stochastic rounding
-        rounded = _bf16_round(p, offs, tl.load(offset_ptr + t * 4 + 3))
+        rounded = _bf16_round(p, _hash32(offs, tl.load(row + 3)))
         tl.store(p_ptr.to(tl.pointer_type(tl.uint16)) + offs, rounded, mask=mask)
     else:
         tl.store(p_ptr + offs, p.to(PARAM_T), mask=mask)

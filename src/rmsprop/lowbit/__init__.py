@@ -2,6 +2,7 @@
 
 from .codecs import (
     BLOCK,
+    code_noise,
     code_values,
     dequantize_blockwise,
     hash32,
@@ -11,6 +12,7 @@ from .codecs import (
 
 __all__ = [
     "BLOCK",
+    "code_noise",
     "code_values",
     "dequantize_blockwise",
     "hash32",

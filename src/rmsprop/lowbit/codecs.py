@@ -16,22 +16,31 @@ does. Both maps keep 1.0 exact (the block maximum decodes to the scale itself):
   decoded as 0 would turn ``g / (sqrt(v) + eps)`` into ``g / eps``.
 - signed (``momentum_buffer``, ``grad_avg``), sign + 4 exponent + 3 mantissa bits: the
   top bit is the sign, magnitude ``m`` in 1..127 is the float32 with bits
-  ``(m + 889) << 20`` (2**-16 * 1.25 .. 1.0), ``m = 0`` is 0.0; error at most 1/16 of
-  the value (6.25%), magnitudes below half the smallest code round to 0.
+  ``(m + 889) << 20`` (2**-16 * 1.25 .. 1.0), ``m = 0`` is 0.0 (code 128: -0.0); error at
+  most 1/16 of the value (6.25%). Magnitudes below 2**-16 * 1.125 of the block maximum
+  flush to 0 (the bit arithmetic has no binade below the smallest code).
 
 Nearest code = round the float32 bit pattern to the code's precision (add half a code
 step, shift): within a binade the codes are evenly spaced, so this is the nearest value,
-ties rounded away from zero. Encoding and decoding are integer adds and shifts, no table
-and no search, so the numba and Triton kernels compute them in vector registers and get
-the same bits as this torch version. This differs from bitsandbytes' dynamic map (seven
-decimal decades split linearly, encoded by a search over a sorted table): that map is
-finer near the block maximum (0.4%) and coarser below a tenth of it (7% and worse); here
-the precision is even, and encoding vectorises.
+ties rounded away from zero. Encoding and decoding are integer adds, shifts, minima and
+maxima, no table and no search, so the numba and Triton kernels compute them in vector
+registers and get the same bits as this torch version. This differs from bitsandbytes'
+dynamic map (seven decimal decades split linearly, encoded by a search over a sorted
+table): that map is finer near the block maximum (0.4%) and coarser below a tenth of it
+(7% and worse); here the precision is even, and encoding vectorises.
+
+Stochastic rounding (what the optimizer's state uses): add random bits below the kept
+ones instead of half a step. The three 8-bit buffers of a tensor share one 32-bit hash
+per element and step, split into fields (``NOISE_FIELDS``: 11 bits for ``square_avg``,
+11 for ``grad_avg``, 10 for ``momentum_buffer``), each placed at the top of its buffer's
+rounding window: one hash instead of three is what lets the fused CPU kernel keep up
+with fp32 state (``code_noise``). Ten or eleven random bits bound the rounding bias at
+2**-11 of a code step.
 
 NaN and Inf (a NaN gradient with ``nonfinite="update"``, torch's behaviour: the parameter
 becomes NaN) never enter a block's scale, so the other 255 values of the block keep their
-state; the non-finite element itself is stored as the block maximum (unsigned: a large
-``square_avg``, small steps) or 0 (signed).
+state; the non-finite element itself gets the largest code: the block maximum (with its
+sign in the signed map; -Inf is 0 in the unsigned one, like every value <= 0).
 
 ``hash32`` and ``stochastic_round_to_bf16``: a counter-based random stream (a 32-bit
 integer hash of the element index, the step and a seed), written with integer arithmetic
@@ -51,7 +60,8 @@ ONE_BITS = 0x3F800000  # float32 1.0
 INF_BITS = 0x7F800000  # float32 +Inf: magnitudes at or above it are not finite
 U_SHIFT, U_BASE = 19, (ONE_BITS >> 19) - 255  # unsigned: code c <-> bits (c + U_BASE) << U_SHIFT
 S_SHIFT, S_BASE = 20, (ONE_BITS >> 20) - 127  # signed magnitude m <-> bits (m + S_BASE) << S_SHIFT
-S_HALF_MIN_BITS = ((S_BASE + 1) << S_SHIFT) - (1 << 23)  # half the smallest signed magnitude
+# the rounding noise of each 8-bit buffer: (first bit, width) of the element's shared hash
+NOISE_FIELDS = {"square_avg": (0, 11), "grad_avg": (11, 11), "momentum_buffer": (22, 10)}
 
 
 def code_values(signed: bool) -> np.ndarray:
@@ -78,24 +88,19 @@ def inverse_scale(scale: Tensor) -> Tensor:
 
 def encode_normalized(x: Tensor, signed: bool, noise: Tensor | None = None) -> Tensor:
     """The code (int32, 0..255) of each float32 ``x`` in [-1, 1]: the nearest one, or with
-    ``noise`` (uniform 32-bit integers, e.g. ``hash32``) the one above or below with
-    probability given by the distance (stochastic rounding: the expected value is ``x``).
-    NaN and ±Inf get code 255 (1.0, the block maximum) in the unsigned map, 0 in the
-    signed one."""
-    bits = x.contiguous().view(torch.int32)
-    finite = (bits & 0x7FFFFFFF) < INF_BITS
+    ``noise`` (integers in [0, 2**shift), ``code_noise``) added to the bit pattern in place
+    of half a step, the one above or below with probability given by the distance
+    (stochastic rounding: the expected value is ``x``). Unsigned: a positive value never
+    gets code 0, a value <= 0 gets 0, NaN and +Inf get 255. Signed: the sign bit is kept,
+    NaN and ±Inf get the largest magnitude."""
+    bits = x.contiguous().view(torch.int32).long() & MASK32
+    shift, base, top = (S_SHIFT, S_BASE, 127) if signed else (U_SHIFT, U_BASE, 255)
+    add = (1 << (shift - 1)) if noise is None else noise.long()
     if not signed:
-        add = (1 << (U_SHIFT - 1)) if noise is None else (noise & ((1 << U_SHIFT) - 1)).int()
-        code = ((bits + add) >> U_SHIFT) - U_BASE
-        code = torch.where(bits > 0, code.clamp(1, 255), 0)  # positive never to 0; -0, <0 to 0
-        return torch.where(finite, code, 255)
-    magnitude_bits = bits & 0x7FFFFFFF
-    add = (1 << (S_SHIFT - 1)) if noise is None else (noise & ((1 << S_SHIFT) - 1)).int()
-    magnitude = (((magnitude_bits + add) >> S_SHIFT) - S_BASE).clamp(0, 127)
-    tiny = magnitude_bits < ((S_BASE + 1) << S_SHIFT)  # below the smallest code: nearest
-    magnitude = torch.where(tiny, (magnitude_bits >= S_HALF_MIN_BITS).int(), magnitude)
-    code = torch.where((bits < 0) & (magnitude > 0), magnitude | 128, magnitude)
-    return torch.where(finite, code, 0)
+        code = (((bits + add) >> shift) - base).clamp(1, top)
+        return torch.where(x <= 0, 0, code).int()
+    magnitude = (((bits & 0x7FFFFFFF) + add) >> shift) - base
+    return (magnitude.clamp(0, top) | ((bits >> 24) & 128)).int()
 
 
 def decode_codes(codes: Tensor, signed: bool) -> Tensor:
@@ -110,25 +115,25 @@ def decode_codes(codes: Tensor, signed: bool) -> Tensor:
     return torch.where(c >= 128, -value, value)
 
 
-def quantize_blockwise(x: Tensor, signed: bool, block: int = BLOCK, *, step: int | None = None,
-                       seed: int = 0) -> tuple[Tensor, Tensor]:  # fmt: skip
+def quantize_blockwise(x: Tensor, signed: bool, block: int = BLOCK, *,
+                       noise: Tensor | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
     """``x`` (any shape) -> (uint8 codes of ``x``'s shape, fp32 scale per block).
 
-    Nearest codes, or stochastically rounded ones when ``step`` is given (the stream of
-    ``hash32(element index, step, seed)``): the optimizer's state uses those, because an
-    average that moves by 1% a step (alpha = 0.99) would otherwise stick to its code.
+    Nearest codes, or stochastically rounded ones with ``noise`` (one integer per element,
+    ``code_noise``): the optimizer's state uses those, because an average that moves by 1%
+    a step (alpha = 0.99) would otherwise stick to its code.
 
     A NaN or Inf does not enter its block's scale (it would turn every other value of the
-    block into 0 or NaN); it is stored as the block maximum (unsigned) or 0 (signed).
+    block into 0 or NaN); it is stored with the largest code (see ``encode_normalized``).
     """
     flat = x.detach().reshape(-1).float()
     n = flat.numel()
-    padded = torch.nn.functional.pad(flat, (0, num_blocks(n, block) * block - n)).view(-1, block)
+    pad = num_blocks(n, block) * block - n
+    padded = torch.nn.functional.pad(flat, (0, pad)).view(-1, block)
     magnitude = padded.abs()
     scale = torch.where(torch.isfinite(magnitude), magnitude, 0.0).amax(dim=1)
-    noise = None
-    if step is not None:
-        noise = hash32(torch.arange(padded.numel(), device=x.device), step, seed).view(padded.shape)
+    if noise is not None:
+        noise = torch.nn.functional.pad(noise.reshape(-1).long(), (0, pad)).view(padded.shape)
     codes = encode_normalized(padded * inverse_scale(scale).unsqueeze(1), signed, noise)
     return codes.reshape(-1)[:n].to(torch.uint8).view(x.shape), scale
 
@@ -170,6 +175,15 @@ def hash32(index: Tensor, step: int, seed: int) -> Tensor:
     x = x ^ (x >> 15)
     x = (x * 0x846CA68B) & MASK32
     return x ^ (x >> 16)
+
+
+def code_noise(hashes: Tensor, name: str) -> Tensor:
+    """The stochastic-rounding noise of 8-bit buffer ``name`` from the element hashes
+    (``hash32`` of the tensor's ``square_avg`` stream): its field of ``NOISE_FIELDS``, at
+    the top of the rounding window (``U_SHIFT`` or ``S_SHIFT`` bits)."""
+    first, width = NOISE_FIELDS[name]
+    shift = U_SHIFT if name == "square_avg" else S_SHIFT
+    return ((hashes.long() >> first) & ((1 << width) - 1)) << (shift - width)
 
 
 def stochastic_round_to_bf16(x: Tensor, step: int, seed: int) -> Tensor:

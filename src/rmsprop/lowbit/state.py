@@ -5,7 +5,9 @@ bf16 tensors, written with stochastic rounding (a counter-based stream, see
 :mod:`.codecs`). ``state_dtype="int8"``: for tensors of at least ``MIN_INT8_NUMEL``
 elements each buffer is stored as ``<name>_codes`` (uint8, the parameter's shape) and
 ``<name>_scale`` (fp32, one per block of 256): the unsigned map for ``square_avg``, the
-signed map for the others; smaller tensors keep fp32 under the plain name. Every key is a
+signed map for the others, stochastically rounded with fields of one hash per element
+(the ``square_avg`` stream, ``codecs.code_noise``); smaller tensors keep fp32 under the
+plain name. Every key is a
 tensor, so ``state_dict`` holds the compact form and loads with ``weights_only=True``.
 """
 
@@ -17,7 +19,9 @@ import torch
 from torch import Tensor
 
 from .codecs import (
+    code_noise,
     dequantize_blockwise,
+    hash32,
     quantize_blockwise,
     stochastic_round_to_bf16,
     stream_seed,
@@ -56,8 +60,10 @@ def encode(state: dict[str, Any], name: str, value: Tensor, param: Tensor, state
     for key in (name, f"{name}_codes", f"{name}_scale"):
         state.pop(key, None)
     if int8_applies(param, state_dtype):
+        index = torch.arange(value.numel(), device=value.device)
+        hashes = hash32(index, step, stream_seed(seed, salt, "square_avg"))  # shared by buffers
         state[f"{name}_codes"], state[f"{name}_scale"] = quantize_blockwise(
-            value, SIGNED[name], step=step, seed=stream_seed(seed, salt, name)
+            value, SIGNED[name], noise=code_noise(hashes, name)
         )
     elif torch.is_complex(value):
         state[name] = value.to(param.dtype)
