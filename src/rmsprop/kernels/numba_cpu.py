@@ -251,10 +251,22 @@ def _encode_signed(x, noise):
 
 
 @njit(inline="always")
-def _finite_magnitude(x):
-    """The bit pattern of ``|x|`` for finite ``x`` (integers order like the floats), else 0."""
-    magnitude = _u32(_bits_from_f32(x) & _u32(0x7FFFFFFF))
-    return magnitude if magnitude < _u32(INF_BITS) else _u32(0)
+def _magnitude_bits(x):
+    """The bit pattern of ``|x|``: integers order like the floats, NaN/Inf above them all."""
+    return _u32(_bits_from_f32(x) & _u32(0x7FFFFFFF))
+
+
+@njit(inline="always")
+def _finite_top(values, count, top):
+    """The largest finite magnitude of ``values[:count]`` given ``top``, the largest
+    magnitude: the same unless a NaN/Inf is there (rare: then one more pass)."""
+    if top < _u32(INF_BITS):
+        return top
+    top = _u32(0)
+    for j in range(count):
+        magnitude = _magnitude_bits(values[j])
+        top = max(top, magnitude if magnitude < _u32(INF_BITS) else _u32(0))
+    return top
 
 
 def _noise_field(name):
@@ -302,8 +314,9 @@ def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, 
                 offset, hashes):  # fmt: skip
     """One block of 8-bit state: decode, update (1)-(10), re-encode; returns the new
     scales (v, ḡ, b). The fp32 values wait in ``new`` (in L1) between the two loops; the
-    absolute maxima are integer maxima of the bit patterns, taken in the update loop over
-    finite values only (``codecs.quantize_blockwise``: a NaN/Inf does not enter the scale)."""
+    absolute maxima are integer maxima of the bit patterns, taken in the update loop; a
+    block where one is NaN/Inf takes its finite maximum in one more pass
+    (``codecs.quantize_blockwise``: a NaN/Inf does not enter the scale)."""
     centered, momentum_mode = flags[CENTERED] == 1, flags[MOMENTUM_MODE] != 0
     top_v, top_m, top_b = _u32(0), _u32(0), _u32(0)
     for j in range(count):
@@ -314,13 +327,18 @@ def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, 
                                  lerp_low, correction)  # fmt: skip
         p[i] = pi
         new[0, j] = vi
-        top_v = max(top_v, _finite_magnitude(vi))
+        top_v = max(top_v, _magnitude_bits(vi))
         if centered:
             new[1, j] = mi
-            top_m = max(top_m, _finite_magnitude(mi))
+            top_m = max(top_m, _magnitude_bits(mi))
         if momentum_mode:
             new[2, j] = bi
-            top_b = max(top_b, _finite_magnitude(bi))
+            top_b = max(top_b, _magnitude_bits(bi))
+    top_v = _finite_top(new[0], count, top_v)
+    if centered:
+        top_m = _finite_top(new[1], count, top_m)
+    if momentum_mode:
+        top_b = _finite_top(new[2], count, top_b)
     _encode_codes(new[0], vq, start, count, top_v, 0, hashes, offset)
     if centered:
         _encode_codes(new[1], mq, start, count, top_m, 1, hashes, offset)
