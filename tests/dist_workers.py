@@ -27,9 +27,17 @@ def _model(seed: int = 0) -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(12, 32), torch.nn.Tanh(), torch.nn.Linear(32, 6))
 
 
-def _data(rank: int, steps: int):
+def _data(rank: int, steps: int, width: int = 12):
     g = torch.Generator().manual_seed(100 + rank)
-    return [(torch.randn(8, 12, generator=g), torch.randn(8, 6, generator=g)) for _ in range(steps)]
+    return [(torch.randn(8, width, generator=g), torch.randn(8, 6, generator=g))
+            for _ in range(steps)]  # fmt: skip
+
+
+def _compact_model(seed: int = 0) -> torch.nn.Module:
+    """A first weight of 32 rows x 256 (rows are whole 8-bit blocks: int8 state when
+    sharded), a second of 6 x 32 (small: fp32 state under int8)."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(256, 32), torch.nn.Tanh(), torch.nn.Linear(32, 6))
 
 
 def _shard(model: torch.nn.Module) -> torch.nn.Module:
@@ -121,6 +129,57 @@ def fsdp_worker(rank: int, world: int, tmp: str) -> None:
     dist.destroy_process_group()
 
 
+COMPACT_CASES = {
+    "bf16_momentum_centered": {"state_dtype": torch.bfloat16, "momentum": 0.9, "centered": True},
+    "int8_momentum_centered": {"state_dtype": "int8", "momentum": 0.9, "centered": True},
+    "int8_tf1": {"preset": "tf1", "state_dtype": "int8", "momentum": 0.9},
+}
+
+
+def compact_worker(rank: int, world: int, tmp: str) -> None:
+    """FSDP2 with bf16/int8 state: sharded steps == one process, parameters and state
+    bit for bit; a weight whose rows are not whole blocks keeps fp32 state when sharded."""
+    _init(rank, world, tmp)
+    out = {}
+    for name, case in COMPACT_CASES.items():
+        model = _shard(_compact_model())
+        reference_params = [_full(p).detach().clone().requires_grad_() for p in model.parameters()]
+        opt = _make(model.parameters(), case)
+        ref_opt = _make(reference_params, case)
+        for x, y in _data(rank, 5, width=256):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            full_grads = [_full(p.grad) for p in model.parameters()]
+            opt.step()
+            for p, g in zip(reference_params, full_grads):
+                p.grad = g.clone()
+            ref_opt.step()
+        sharded = [_full(p).detach() for p in model.parameters()]
+        weight, ref_weight = next(model.parameters()), reference_params[0]
+        state, ref_state = opt.state[weight], ref_opt.state[ref_weight]
+        out[name] = {
+            "params_exact": all(torch.equal(a, b) for a, b in zip(sharded, reference_params)),
+            "state_keys": sorted(state) == sorted(ref_state),
+            "state_exact": all(torch.equal(_full(state[k]), ref_state[k]) for k in ref_state),
+            "state_is_dtensor": all(
+                hasattr(v, "device_mesh") for k, v in state.items() if k != "step"
+            ),
+        }
+    from torch.distributed.fsdp import fully_shard
+
+    model = fully_shard(torch.nn.Linear(64, 128))  # 128 rows of 64: blocks would straddle ranks
+    opt = _make(model.parameters(), {"state_dtype": "int8"})
+    model(torch.randn(4, 64)).sum().backward()
+    opt.step()
+    out["misaligned"] = sorted(k for k in opt.state[model.weight] if k != "step")
+    out["misaligned_dtype"] = str(opt.state[model.weight]["square_avg"].dtype)
+    results = [None] * world
+    dist.all_gather_object(results, out)
+    if rank == 0:
+        Path(tmp, "compact.json").write_text(json.dumps(results))
+    dist.destroy_process_group()
+
+
 def ddp_zero_worker(rank: int, world: int, tmp: str) -> None:
     """DDP, and ZeroRedundancyOptimizer(optimizer_class=rmsprop.RMSprop)."""
     from torch.distributed.optim import ZeroRedundancyOptimizer
@@ -158,9 +217,10 @@ def ddp_zero_worker(rank: int, world: int, tmp: str) -> None:
     dist.destroy_process_group()
 
 
-def dcp_worker(rank: int, world: int, tmp: str, phase: str) -> None:
+def dcp_worker(rank: int, world: int, tmp: str, phase: str, state_dtype: str = "none") -> None:
     """Distributed checkpoint: 'save' after 5 steps, 'resume' in new processes for 5 more,
-    'straight' for 10 steps; rank 0 writes the final full parameters."""
+    'straight' for 10 steps; rank 0 writes the final full parameters. ``state_dtype``
+    "int8" (the compact model) saves and loads 8-bit state as DTensors."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import (
         get_model_state_dict,
@@ -170,9 +230,11 @@ def dcp_worker(rank: int, world: int, tmp: str, phase: str) -> None:
     )
 
     _init(rank, world, tmp)
-    model = _shard(_model())
-    opt = _make(model.parameters(), {"preset": "tf1", "lr": 0.01, "momentum": 0.9})
-    data = _data(rank, 10)
+    compact = state_dtype == "int8"
+    model = _shard(_compact_model() if compact else _model())
+    extra = {"state_dtype": "int8", "centered": True} if compact else {}
+    opt = _make(model.parameters(), {"preset": "tf1", "lr": 0.01, "momentum": 0.9, **extra})
+    data = _data(rank, 10, width=256 if compact else 12)
 
     def run(batches):
         for x, y in batches:

@@ -43,6 +43,21 @@ def test_fsdp2_shards_update_exactly_like_one_process(tmp_path):
 
 
 @pytest.mark.timeout(300)
+def test_fsdp2_compact_state_updates_exactly_like_one_process(tmp_path):
+    """bf16 and 8-bit state under FSDP2: each rank keeps its shard's compact state as
+    DTensors; the random stream follows the global element, the blocks are whole rows,
+    so parameters and state equal a one-process run bit for bit."""
+    _spawn(dist_workers.compact_worker, tmp_path)
+    results = json.loads((tmp_path / "compact.json").read_text())
+    for rank, out in enumerate(results):
+        for case in dist_workers.COMPACT_CASES:
+            expected = {"params_exact": True, "state_keys": True, "state_exact": True,
+                        "state_is_dtensor": True}  # fmt: skip
+            assert out[case] == expected, (rank, case, out[case])
+        assert out["misaligned"] == ["square_avg"] and out["misaligned_dtype"] == "torch.float32"
+
+
+@pytest.mark.timeout(300)
 def test_ddp_and_zero_redundancy_optimizer(tmp_path):
     _spawn(dist_workers.ddp_zero_worker, tmp_path)
     out = json.loads((tmp_path / "ddp.json").read_text())
@@ -51,9 +66,10 @@ def test_ddp_and_zero_redundancy_optimizer(tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_distributed_checkpoint_save_restart_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("state_dtype", ["none", "int8"])
+def test_distributed_checkpoint_save_restart_resume_is_exact(tmp_path, state_dtype):
     for phase in ("save", "resume", "straight"):  # each phase: new processes
-        _spawn(dist_workers.dcp_worker, tmp_path, phase)
+        _spawn(dist_workers.dcp_worker, tmp_path, phase, state_dtype)
     resumed = torch.load(tmp_path / "resume.pt", weights_only=True)
     straight = torch.load(tmp_path / "straight.pt", weights_only=True)
     assert all(torch.equal(a, b) for a, b in zip(resumed, straight))

@@ -139,8 +139,10 @@ def quantize_blockwise(x: Tensor, signed: bool, block: int = BLOCK, *,
 
 
 def dequantize_blockwise(codes: Tensor, scale: Tensor, signed: bool, block: int = BLOCK) -> Tensor:
-    """The fp32 tensor the codes stand for (``codes``' shape)."""
+    """The fp32 tensor the codes stand for (``codes``' shape; ``scale`` of any shape holding
+    one value per block, in order)."""
     n = codes.numel()
+    scale = scale.reshape(-1)
     values = decode_codes(codes.reshape(-1), signed)
     padded = torch.nn.functional.pad(values, (0, num_blocks(n, block) * block - n)).view(-1, block)
     return (padded * scale.unsqueeze(1)).reshape(-1)[:n].view(codes.shape)
@@ -186,12 +188,14 @@ def code_noise(hashes: Tensor, name: str) -> Tensor:
     return ((hashes.long() >> first) & ((1 << width) - 1)) << (shift - width)
 
 
-def stochastic_round_to_bf16(x: Tensor, step: int, seed: int) -> Tensor:
+def stochastic_round_to_bf16(x: Tensor, step: int, seed: int, first: int = 0) -> Tensor:
     """Round fp32 ``x`` to bf16 up or down with probability given by the distance (the
-    expected value is ``x``): add 16 random low bits, truncate. NaN/Inf pass unchanged."""
+    expected value is ``x``): add 16 random low bits, truncate. NaN/Inf pass unchanged.
+    ``first``: the stream index of ``x``'s first element (a shard's global offset)."""
     x32 = x.float().contiguous()
     bits = x32.view(torch.int32).long() & MASK32
-    noise = hash32(torch.arange(x32.numel(), device=x.device).view(x32.shape), step, seed) & 0xFFFF
+    index = torch.arange(first, first + x32.numel(), device=x.device).view(x32.shape)
+    noise = hash32(index, step, seed) & 0xFFFF
     rounded = ((bits + noise) & 0xFFFF0000) & MASK32
     as_int32 = torch.where(rounded >= 2**31, rounded - 2**32, rounded).to(torch.int32)
     out = as_int32.view(torch.float32)

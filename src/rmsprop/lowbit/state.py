@@ -9,6 +9,16 @@ signed map for the others, stochastically rounded with fields of one hash per el
 (the ``square_avg`` stream, ``codecs.code_noise``); smaller tensors keep fp32 under the
 plain name. Every key is a
 tensor, so ``state_dict`` holds the compact form and loads with ``weights_only=True``.
+
+The scales have the shape ``(rows, blocks per row)`` when each row of the parameter (its
+dimension 0) is a whole number of blocks, ``(blocks,)`` otherwise (``scale_shape``): the
+same blocks either way, but the 2-D form shards along dimension 0 exactly as the
+parameter does. That is what makes FSDP2 (DTensor) parameters work: each rank keeps the
+compact state of its shard as DTensors with the parameter's placements (the scales as
+the same row shards), so ``torch.distributed.checkpoint`` saves and reshards them, and
+the random stream is indexed by the global element, so a sharded run gives the bits of
+a one-process run. A DTensor parameter whose rows are not whole blocks (its blocks would
+straddle ranks) keeps fp32 state under ``"int8"``.
 """
 
 from __future__ import annotations
@@ -19,9 +29,11 @@ import torch
 from torch import Tensor
 
 from .codecs import (
+    BLOCK,
     code_noise,
     dequantize_blockwise,
     hash32,
+    num_blocks,
     quantize_blockwise,
     stochastic_round_to_bf16,
     stream_seed,
@@ -33,13 +45,78 @@ SIGNED = {"square_avg": False, "grad_avg": True, "momentum_buffer": True}
 COMPACT = (torch.bfloat16, "int8")
 
 
+def is_dtensor(t: object) -> bool:
+    from ..optim._distributed import is_dtensor as check  # lazy: optim imports this module
+
+    return check(t)
+
+
+def local(t: Tensor) -> Tensor:
+    """A DTensor's local part (same storage); any other tensor as it is."""
+    return t.to_local() if is_dtensor(t) else t
+
+
 def buffers_in_use(centered: bool, momentum: float) -> list[str]:
     """The state buffers a group with these switches keeps, in ``BUFFERS`` order."""
     return [name for name, on in zip(BUFFERS, (True, centered, momentum > 0)) if on]
 
 
+def scale_shape(param: Tensor) -> tuple[int, ...]:
+    """The shape of the 8-bit block scales of ``param`` (global shape for a DTensor):
+    ``(rows, blocks per row)`` when a row (dimension 0) is whole blocks, else ``(blocks,)``."""
+    n = param.numel()
+    if param.dim() >= 2 and param.shape[0] > 0 and (n // param.shape[0]) % BLOCK == 0:
+        return (param.shape[0], n // param.shape[0] // BLOCK)
+    return (num_blocks(n),)
+
+
+def _keeps_blocks(param: Tensor) -> bool:
+    """A DTensor's shards hold whole blocks: replicated, or sharded along dimension 0 of a
+    parameter whose rows are whole blocks. Any other tensor: True."""
+    from torch.distributed.tensor import Replicate, Shard
+
+    if not is_dtensor(param):
+        return True
+    rows_whole = len(scale_shape(param)) == 2
+    return all(
+        isinstance(pl, Replicate) or (pl == Shard(0) and rows_whole) for pl in param.placements
+    )
+
+
 def int8_applies(param: Tensor, state_dtype: Any) -> bool:
-    return state_dtype == "int8" and param.numel() >= MIN_INT8_NUMEL and not torch.is_complex(param)
+    return (
+        state_dtype == "int8"
+        and param.numel() >= MIN_INT8_NUMEL
+        and not torch.is_complex(param)
+        and _keeps_blocks(param)
+    )
+
+
+def first_element(param: Tensor) -> int:
+    """The global (row-major) index of this rank's first element of ``param``: where its
+    part of the random stream starts (0 for an ordinary tensor)."""
+    if not is_dtensor(param):
+        return 0
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    _, offset = compute_local_shape_and_global_offset(
+        param.shape, param.device_mesh, param.placements
+    )
+    stride = torch.empty(param.shape, device="meta").stride()
+    return sum(o * st for o, st in zip(offset, stride))
+
+
+def _like(param: Tensor, value: Tensor, shape: tuple[int, ...] | None = None) -> Tensor:
+    """``value`` (this rank's part) as a DTensor placed like ``param`` when that is one."""
+    if not is_dtensor(param):
+        return value
+    from torch.distributed.tensor import DTensor
+
+    shape = tuple(param.shape) if shape is None else shape
+    return DTensor.from_local(
+        value, param.device_mesh, param.placements, run_check=False, shape=torch.Size(shape),
+        stride=torch.empty(shape, device="meta").stride(),
+    )  # fmt: skip
 
 
 def has(state: dict[str, Any], name: str) -> bool:
@@ -47,32 +124,41 @@ def has(state: dict[str, Any], name: str) -> bool:
 
 
 def decode(state: dict[str, Any], name: str) -> Tensor:
-    """The fp32 value of buffer ``name``, whatever form it is stored in."""
+    """The fp32 value of buffer ``name``, whatever form it is stored in (this rank's part
+    for DTensor state)."""
     if f"{name}_codes" in state:
-        return dequantize_blockwise(state[f"{name}_codes"], state[f"{name}_scale"], SIGNED[name])
-    value = state[name]
+        codes, scale = local(state[f"{name}_codes"]), local(state[f"{name}_scale"])
+        return dequantize_blockwise(codes, scale, SIGNED[name])
+    value = local(state[name])
     return value if value.dtype == torch.float32 or torch.is_complex(value) else value.float()
 
 
 def encode(state: dict[str, Any], name: str, value: Tensor, param: Tensor, state_dtype: Any,
            step: int, seed: int, salt: int) -> None:  # fmt: skip
-    """Store fp32 ``value`` as buffer ``name`` in ``state_dtype``'s form."""
+    """Store fp32 ``value`` as buffer ``name`` in ``state_dtype``'s form. For a DTensor
+    ``param``, ``value`` is this rank's part and the state is stored as DTensors."""
     for key in (name, f"{name}_codes", f"{name}_scale"):
         state.pop(key, None)
+    first = first_element(param)
     if int8_applies(param, state_dtype):
-        index = torch.arange(value.numel(), device=value.device)
+        index = torch.arange(first, first + value.numel(), device=value.device)
         hashes = hash32(index, step, stream_seed(seed, salt, "square_avg"))  # shared by buffers
-        state[f"{name}_codes"], state[f"{name}_scale"] = quantize_blockwise(
-            value, SIGNED[name], noise=code_noise(hashes, name)
-        )
+        codes, scale = quantize_blockwise(value, SIGNED[name], noise=code_noise(hashes, name))
+        rows = scale_shape(param)
+        local_shape = (value.shape[0], rows[1]) if len(rows) == 2 and value.dim() else rows
+        state[f"{name}_codes"] = _like(param, codes)
+        state[f"{name}_scale"] = _like(param, scale.view(local_shape), rows)
     elif torch.is_complex(value):
-        state[name] = value.to(param.dtype)
+        state[name] = _like(param, value.to(param.dtype))
     elif state_dtype == torch.bfloat16:
-        state[name] = stochastic_round_to_bf16(value, step, stream_seed(seed, salt, name))
+        seed_of_buffer = stream_seed(seed, salt, name)
+        state[name] = _like(param, stochastic_round_to_bf16(value, step, seed_of_buffer, first))
     elif state_dtype is None:
-        state[name] = value.to(param.dtype)
+        state[name] = _like(param, value.to(param.dtype))
     else:
-        state[name] = value.to(state_dtype if state_dtype != "int8" else torch.float32)
+        state[name] = _like(
+            param, value.to(state_dtype if state_dtype != "int8" else torch.float32)
+        )
 
 
 def state_bytes(state: dict[str, Any]) -> int:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
+
+from ..lowbit.state import scale_shape
 
 
 def check_state_dict(optimizer: Any, state_dict: Any) -> None:
@@ -53,11 +56,13 @@ def _check_entry(gi: int, pid: Any, entry: dict[str, Any], param: torch.Tensor, 
         if (codes is None) != (scale is None):
             raise ValueError(f"{where}: {key!r} needs both '{key}_codes' and '{key}_scale'")
         if codes is not None:
-            blocks = (param.numel() + 255) // 256
-            if codes.shape != param.shape or codes.dtype != torch.uint8 or scale.shape != (blocks,):
+            blocks = scale_shape(param)
+            if (codes.shape != param.shape or codes.dtype != torch.uint8
+                    or tuple(scale.shape) not in (blocks, (math.prod(blocks),))):  # fmt: skip
                 raise ValueError(
                     f"{where}: 8-bit {key!r} must be uint8 codes of shape {tuple(param.shape)} and "
-                    f"{blocks} scales; got {codes.dtype} {tuple(codes.shape)} and {tuple(scale.shape)}"
+                    f"scales of shape {blocks}; got {codes.dtype} {tuple(codes.shape)} and "
+                    f"{tuple(scale.shape)}"
                 )
         value = entry.get(key)
         if value is None:

@@ -13,7 +13,7 @@ from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiabl
 from .._validation import NON_NEGATIVE, check_choice, check_real, validate_hyperparameters
 from ..algorithm import ALGORITHM
 from ..lowbit.codecs import stochastic_round_to_bf16, stream_seed
-from ..lowbit.state import BUFFERS, COMPACT, decode, encode, has, in_form
+from ..lowbit.state import BUFFERS, COMPACT, decode, encode, first_element, has, in_form
 from ..presets import get_preset
 from ._common import Hyper
 from ._distributed import any_nonfinite, clip_scale, is_dtensor, local, squared_norms
@@ -293,11 +293,6 @@ class RMSprop(Optimizer):
         """State created on demand: switching momentum or centered on later works."""
         state = self.state[p]
         state_dtype = group["state_dtype"]
-        if state_dtype in COMPACT and is_dtensor(p):
-            raise RuntimeError(
-                "state_dtype=bfloat16/'int8' is not supported for DTensor (FSDP2) parameters yet; "
-                "use state_dtype=None or torch.float32"
-            )
         if "step" not in state:
             device = p.device if group["capturable"] else None
             state["step"] = torch.zeros((), dtype=_get_scalar_dtype(), device=device)
@@ -309,9 +304,9 @@ class RMSprop(Optimizer):
         for key, needed, start in wanted:
             if not needed or has(state, key):
                 continue
-            if state_dtype in COMPACT:
+            if state_dtype in COMPACT:  # a DTensor's state: built from its local shard
                 fp32 = torch.full_like(
-                    p, start, dtype=torch.float32 if not p.is_complex() else p.dtype
+                    local(p), start, dtype=torch.float32 if not p.is_complex() else p.dtype
                 )
                 encode(state, key, fp32, p, state_dtype, 0, self.rounding_seed, self._salt(p))
             else:
@@ -389,10 +384,9 @@ class RMSprop(Optimizer):
             )  # fmt: skip
             step, salt = int(state["step"]), self._salt(p)
             if rounded:  # (10) θ stored with stochastic rounding: small updates survive on average
+                param_seed = stream_seed(self.rounding_seed, salt, "param")
                 param.copy_(
-                    stochastic_round_to_bf16(
-                        param_work, step, stream_seed(self.rounding_seed, salt, "param")
-                    )
+                    stochastic_round_to_bf16(param_work, step, param_seed, first_element(p))
                 )
             for key, value in work.items():
                 encode(state, key, value, p, group["state_dtype"], step, self.rounding_seed, salt)
