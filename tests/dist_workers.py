@@ -86,24 +86,32 @@ def _make(params, case: dict):
     return rmsprop.RMSprop(params, **case)
 
 
+def _sharded_and_one_process(model, case: dict, batches):
+    """Train the sharded ``model`` and a one-process copy of its parameters side by side
+    (the copy gets the gathered gradients); returns both optimizers and parameter lists."""
+    reference_params = [_full(p).detach().clone().requires_grad_() for p in model.parameters()]
+    opt = _make(model.parameters(), case)
+    ref_opt = _make(reference_params, case)
+    for x, y in batches:
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        full_grads = [_full(p.grad) for p in model.parameters()]
+        opt.step()
+        for p, g in zip(reference_params, full_grads):
+            p.grad = g.clone()
+        ref_opt.step()
+    sharded = [_full(p).detach() for p in model.parameters()]
+    return opt, ref_opt, sharded, reference_params
+
+
 def fsdp_worker(rank: int, world: int, tmp: str) -> None:
     """FSDP2: sharded steps == single-process steps on the gathered gradients."""
     _init(rank, world, tmp)
     out = {}
     for name, case in CASES.items():
-        model = _shard(_model())
-        reference_params = [_full(p).detach().clone().requires_grad_() for p in model.parameters()]
-        opt = _make(model.parameters(), case)
-        ref_opt = _make(reference_params, case)
-        for x, y in _data(rank, 5):
-            opt.zero_grad()
-            torch.nn.functional.mse_loss(model(x), y).backward()
-            full_grads = [_full(p.grad) for p in model.parameters()]
-            opt.step()
-            for p, g in zip(reference_params, full_grads):
-                p.grad = g.clone()
-            ref_opt.step()
-        sharded = [_full(p).detach() for p in model.parameters()]
+        opt, _, sharded, reference_params = _sharded_and_one_process(
+            _shard(_model()), case, _data(rank, 5)
+        )
         exact = all(torch.equal(a, b) for a, b in zip(sharded, reference_params))
         max_ulp = max(
             float(((a - b).abs() / (torch.finfo(a.dtype).eps * b.abs().clamp_min(1e-30))).max())
@@ -143,20 +151,10 @@ def compact_worker(rank: int, world: int, tmp: str) -> None:
     out = {}
     for name, case in COMPACT_CASES.items():
         model = _shard(_compact_model())
-        reference_params = [_full(p).detach().clone().requires_grad_() for p in model.parameters()]
-        opt = _make(model.parameters(), case)
-        ref_opt = _make(reference_params, case)
-        for x, y in _data(rank, 5, width=256):
-            opt.zero_grad()
-            torch.nn.functional.mse_loss(model(x), y).backward()
-            full_grads = [_full(p.grad) for p in model.parameters()]
-            opt.step()
-            for p, g in zip(reference_params, full_grads):
-                p.grad = g.clone()
-            ref_opt.step()
-        sharded = [_full(p).detach() for p in model.parameters()]
-        weight, ref_weight = next(model.parameters()), reference_params[0]
-        state, ref_state = opt.state[weight], ref_opt.state[ref_weight]
+        opt, ref_opt, sharded, reference_params = _sharded_and_one_process(
+            model, case, _data(rank, 5, width=256)
+        )
+        state, ref_state = opt.state[next(model.parameters())], ref_opt.state[reference_params[0]]
         out[name] = {
             "params_exact": all(torch.equal(a, b) for a, b in zip(sharded, reference_params)),
             "state_keys": sorted(state) == sorted(ref_state),
