@@ -22,6 +22,17 @@ def _init(rank: int, world: int, tmp: str) -> None:
     )
 
 
+def _finish() -> None:
+    """Leave the process group and end the worker at once: its results are written, and
+    skipping interpreter teardown avoids an intermittent C++ abort there ("terminate
+    called without an active exception", seen once in seven runs with a cold numba
+    cache), which mp.spawn would report as a failed worker."""
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _model(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     return torch.nn.Sequential(torch.nn.Linear(12, 32), torch.nn.Tanh(), torch.nn.Linear(32, 6))
@@ -134,7 +145,7 @@ def fsdp_worker(rank: int, world: int, tmp: str) -> None:
     dist.all_gather_object(results, out)
     if rank == 0:
         Path(tmp, "fsdp.json").write_text(json.dumps(results))
-    dist.destroy_process_group()
+    _finish()
 
 
 COMPACT_CASES = {
@@ -159,6 +170,7 @@ def compact_worker(rank: int, world: int, tmp: str) -> None:
             "params_exact": all(torch.equal(a, b) for a, b in zip(sharded, reference_params)),
             "state_keys": sorted(state) == sorted(ref_state),
             "state_exact": all(torch.equal(_full(state[k]), ref_state[k]) for k in ref_state),
+            "impl": opt.last_impl.get(0),
             "state_is_dtensor": all(
                 hasattr(v, "device_mesh") for k, v in state.items() if k != "step"
             ),
@@ -175,7 +187,7 @@ def compact_worker(rank: int, world: int, tmp: str) -> None:
     dist.all_gather_object(results, out)
     if rank == 0:
         Path(tmp, "compact.json").write_text(json.dumps(results))
-    dist.destroy_process_group()
+    _finish()
 
 
 def ddp_zero_worker(rank: int, world: int, tmp: str) -> None:
@@ -212,7 +224,7 @@ def ddp_zero_worker(rank: int, world: int, tmp: str) -> None:
         }
     if rank == 0:
         Path(tmp, "ddp.json").write_text(json.dumps(out))
-    dist.destroy_process_group()
+    _finish()
 
 
 def dcp_worker(rank: int, world: int, tmp: str, phase: str, state_dtype: str = "none") -> None:
@@ -262,7 +274,7 @@ def dcp_worker(rank: int, world: int, tmp: str, phase: str, state_dtype: str = "
     final = [_full(p).detach() for p in model.parameters()]
     if rank == 0 and phase != "save":
         torch.save(final, Path(tmp, f"{phase}.pt"))
-    dist.destroy_process_group()
+    _finish()
 
 
 if __name__ == "__main__":  # for manual runs: python tests/dist_workers.py fsdp /tmp/dir

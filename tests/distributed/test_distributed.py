@@ -45,14 +45,15 @@ def test_fsdp2_shards_update_exactly_like_one_process(tmp_path):
 @pytest.mark.timeout(300)
 def test_fsdp2_compact_state_updates_exactly_like_one_process(tmp_path):
     """bf16 and 8-bit state under FSDP2: each rank keeps its shard's compact state as
-    DTensors; the random stream follows the global element, the blocks are whole rows,
-    so parameters and state equal a one-process run bit for bit."""
+    DTensors; the fused kernel updates the local shards; the random stream follows the
+    global element, the blocks are whole rows, so parameters and state equal a
+    one-process run bit for bit."""
     _spawn(dist_workers.compact_worker, tmp_path)
     results = json.loads((tmp_path / "compact.json").read_text())
     for rank, out in enumerate(results):
         for case in dist_workers.COMPACT_CASES:
             expected = {"params_exact": True, "state_keys": True, "state_exact": True,
-                        "state_is_dtensor": True}  # fmt: skip
+                        "impl": "numba", "state_is_dtensor": True}  # fmt: skip
             assert out[case] == expected, (rank, case, out[case])
         assert out["misaligned"] == ["square_avg"] and out["misaligned_dtype"] == "torch.float32"
 

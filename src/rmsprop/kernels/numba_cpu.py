@@ -647,9 +647,11 @@ def step_bf16_state(
     hp: Hyper,
     seed: int,
     salts: list[int],
+    firsts: list[int] | None = None,
 ) -> None:
     """One fused pass with bf16 state: decode, update and stochastically round in
-    registers (the same bits as the per-tensor path of ``lowbit.state``)."""
+    registers (the same bits as the per-tensor path of ``lowbit.state``). ``salts``: the
+    parameters' positions; ``firsts``: their shards' global offsets (DTensor), or 0."""
     lr = float(to_scalar_lr(lr))
     grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
     torch._foreach_add_(state_steps, _ONE, alpha=1.0)  # (1)
@@ -674,16 +676,18 @@ def step_bf16_state(
     ).reshape(len(params), 5)  # fmt: skip
     sizes = tuple(p.numel() for p in params)
     corrections = _corrections(hp, state_steps, np_dtype)
-    offsets = _stream_offsets(state_steps, seed, salts)
+    offsets = _stream_offsets(state_steps, seed, salts, firsts)
     chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
     kernel_for(hp, "bf16")(addresses, np.array(sizes, np.int64), corrections, chunk_tensor, chunk_start,
                            chunk_stop, _scalars(hp, lr, np_dtype), offsets)  # fmt: skip
 
 
-def _stream_offsets(steps: list, seed: int, salts: list[int]) -> np.ndarray:
+def _stream_offsets(steps: list, seed: int, salts: list[int], firsts: list[int] | None
+                    ) -> np.ndarray:  # fmt: skip
     """``codecs.hash32``'s offsets per tensor at its step: columns v, ḡ, b (, param)."""
-    return np.array([stream_offsets(int(step_value(st)), seed, salt) for st, salt in zip(steps, salts)],
-                    dtype=np.uint64)  # fmt: skip
+    firsts = firsts or [0] * len(salts)
+    return np.array([stream_offsets(int(step_value(st)), seed, salt, first)
+                     for st, salt, first in zip(steps, salts, firsts)], dtype=np.uint64)  # fmt: skip
 
 
 @torch.compiler.disable
@@ -696,6 +700,7 @@ def step_int8_state(
     hp: Hyper,
     seed: int,
     salts: list[int],
+    firsts: list[int] | None = None,
 ) -> None:
     """One fused pass with blockwise 8-bit state (every tensor here has ``<name>_codes``
     and ``<name>_scale`` state): the same codes as ``lowbit.codecs.quantize_blockwise``
@@ -720,4 +725,4 @@ def step_int8_state(
     chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
     kernel_for(hp, "int8")(addresses, np.array(sizes, np.int64), corrections, chunk_tensor, chunk_start,
                            chunk_stop, _scalars(hp, lr, np.dtype(np.float32)), scales,
-                           _stream_offsets(steps, seed, salts))  # fmt: skip
+                           _stream_offsets(steps, seed, salts, firsts))  # fmt: skip

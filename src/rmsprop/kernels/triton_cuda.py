@@ -414,6 +414,7 @@ def step_compact(
     round_param: bool,
     seed: int,
     salts: list[int],
+    firsts: list[int] | None = None,
 ) -> None:
     """One launch for tensors whose state is fp32, bf16 or 8-bit (``state_dtype``; all of
     them in that form) and whose params are of one dtype, stochastically rounded when
@@ -429,6 +430,7 @@ def step_compact(
     block = 256 if fmt == 2 else BLOCK
     names = buffers_in_use(hp.centered, hp.momentum)
     addresses, scales, offsets, sizes, corrections, blocks_t, blocks_s = [], [], [], [], [], [], []
+    firsts = firsts or [0] * len(params)  # the shards' global offsets in the random streams
     for row, (p, g, st, salt) in enumerate(zip(params, grads, states, salts)):
         g = g.contiguous()
         grads[row] = g  # keep the contiguous copy alive until the launch is done
@@ -440,7 +442,7 @@ def step_compact(
             buffers[n].data_ptr() if n in buffers else 0 for n in BUFFERS
         ]
         scales += [st[f"{n}_scale"].data_ptr() if fmt == 2 and n in buffers else 0 for n in BUFFERS]
-        offsets += stream_offsets(step, seed, salt)  # v, ḡ, b, param
+        offsets += stream_offsets(step, seed, salt, firsts[row])  # v, ḡ, b, param
         n = p.numel()
         sizes.append(n)
         corrections.append(1 - hp.alpha**step if hp.bias_correction else 1.0)

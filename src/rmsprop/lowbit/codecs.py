@@ -162,10 +162,12 @@ def stream_offset(step: int, seed: int) -> int:
     return (step * 0x9E3779B9 + seed * 0x85EBCA6B) & MASK32
 
 
-def stream_offsets(step: int, rounding_seed: int, position: int) -> list[int]:
+def stream_offsets(step: int, rounding_seed: int, position: int, first: int = 0) -> list[int]:
     """The offsets of all four streams of one tensor at ``step``, in ``STREAMS`` order (what
-    the fused kernels take as a table row)."""
-    return [stream_offset(step, stream_seed(rounding_seed, position, name)) for name in STREAMS]
+    the fused kernels take as a table row); ``first``: the stream index of the tensor's
+    first element (a shard's global offset), folded into the offset."""
+    return [(stream_offset(step, stream_seed(rounding_seed, position, name)) + first) & MASK32
+            for name in STREAMS]  # fmt: skip
 
 
 def hash32(index: Tensor, step: int, seed: int) -> Tensor:

@@ -395,10 +395,9 @@ class RMSprop(Optimizer):
     def _fused_impl(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> str:
         """The implementation for compact state or stochastically rounded params: "numba"
         or "triton" when their fused kernel can run the whole group, else "per-tensor"."""
-        if not params or any(
-            is_sparse(g) or is_dtensor(p) or p.is_complex() for p, g in zip(params, grads)
-        ):
+        if not params or any(is_sparse(g) or p.is_complex() for p, g in zip(params, grads)):
             return "per-tensor"
+        params = [local(p) for p in params]  # DTensors: the kernels update the local shards
         from .functional import select_impl
 
         impl = select_impl(group["impl"], group["foreach"], params, group["differentiable"])
@@ -429,30 +428,28 @@ class RMSprop(Optimizer):
                 state_dtype if state_dtype != "int8" or "square_avg_codes" in st else torch.float32
             )
             forms.setdefault(form, []).append(i)
-        for form, index in forms.items():
-            ps, gs, sts = (
-                [params[i] for i in index],
-                [grads[i] for i in index],
-                [states[i] for i in index],
-            )
-            salts = [self._salt(p) for p in ps]
+        for form, index in forms.items():  # DTensors: their local shards and state
+            ps, gs = [local(params[i]) for i in index], [local(grads[i]) for i in index]
+            sts = [{k: local(v) for k, v in states[i].items()} for i in index]
+            salts = [self._salt(params[i]) for i in index]
+            firsts = [first_element(params[i]) for i in index]
             if impl == "triton":
                 from ..kernels.triton_cuda import step_compact
 
                 step_compact(ps, gs, sts, lr=group["lr"], hp=hp, state_dtype=form, round_param=rounded,
-                             seed=self.rounding_seed, salts=salts)  # fmt: skip
+                             seed=self.rounding_seed, salts=salts, firsts=firsts)  # fmt: skip
             elif form == "int8":
                 from ..kernels.numba_cpu import step_int8_state
 
                 step_int8_state(ps, gs, sts, lr=group["lr"], hp=hp, seed=self.rounding_seed,
-                                salts=salts)  # fmt: skip
+                                salts=salts, firsts=firsts)  # fmt: skip
             elif form == torch.bfloat16:
                 from ..kernels.numba_cpu import step_bf16_state
 
                 step_bf16_state(
                     ps, gs, [s["square_avg"] for s in sts], [s.get("grad_avg") for s in sts],
                     [s.get("momentum_buffer") for s in sts], [s["step"] for s in sts], lr=group["lr"],
-                    hp=hp, seed=self.rounding_seed, salts=salts,
+                    hp=hp, seed=self.rounding_seed, salts=salts, firsts=firsts,
                 )  # fmt: skip
             else:  # int8's small tensors: fp32 state, the ordinary kernel
                 functional_rmsprop(
