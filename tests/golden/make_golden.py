@@ -115,6 +115,21 @@ def load_timm(optim_dir: Path):
     return module.RMSpropTF
 
 
+def _torch_trajectory(opt, params, grads, lrs) -> list[list[np.ndarray]]:
+    """Step a torch optimizer through ``grads`` with the lr schedule ``lrs``; the
+    parameters after each step."""
+    import torch
+
+    out = []
+    for g, rate in zip(grads, lrs):
+        opt.param_groups[0]["lr"] = float(rate)
+        for p, gi in zip(params, g):
+            p.grad = torch.tensor(gi, dtype=torch.float64)
+        opt.step()
+        out.append([p.detach().numpy().copy() for p in params])
+    return out
+
+
 def run_timm(hp: dict, params0, grads, lrs, optim_dir: Path) -> list[list[np.ndarray]]:
     import torch
 
@@ -132,14 +147,7 @@ def run_timm(hp: dict, params0, grads, lrs, optim_dir: Path) -> list[list[np.nda
         lr_in_momentum=hp.get("lr_in_momentum", True),
         foreach=False,
     )
-    out = []
-    for g, rate in zip(grads, lrs):
-        opt.param_groups[0]["lr"] = float(rate)
-        for p, gi in zip(params, g):
-            p.grad = torch.tensor(gi, dtype=torch.float64)
-        opt.step()
-        out.append([p.detach().numpy().copy() for p in params])
-    return out
+    return _torch_trajectory(opt, params, grads, lrs)
 
 
 def run_sb3(hp: dict, params0, grads, lrs, sb3_file: Path) -> list[list[np.ndarray]]:
@@ -158,14 +166,7 @@ def run_sb3(hp: dict, params0, grads, lrs, sb3_file: Path) -> list[list[np.ndarr
         momentum=hp.get("momentum", 0.0),
         centered=hp.get("centered", False),
     )
-    out = []
-    for g, rate in zip(grads, lrs):
-        opt.param_groups[0]["lr"] = float(rate)
-        for p, gi in zip(params, g):
-            p.grad = torch.tensor(gi, dtype=torch.float64)
-        opt.step()
-        out.append([p.detach().numpy().copy() for p in params])
-    return out
+    return _torch_trajectory(opt, params, grads, lrs)
 
 
 def save(name: str, hp: dict, framework: str, version: str, params0, grads, lrs, traj) -> None:

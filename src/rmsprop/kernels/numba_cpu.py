@@ -41,12 +41,12 @@ except ImportError as err:  # pragma: no cover - exercised where numba is missin
 
 from ..lowbit.codecs import (
     INF_BITS,
-    NOISE_FIELDS,
     S_BASE,
     S_SHIFT,
     STREAMS,
     U_BASE,
     U_SHIFT,
+    noise_field,
     stream_offsets,
 )
 from ..lowbit.state import BUFFERS, buffers_in_use
@@ -271,12 +271,8 @@ def _finite_top(values, count, top):
 
 def _noise_field(name):
     """``codecs.code_noise`` for one buffer as a function of the element's hash (the field's
-    position and the rounding window are compile-time constants)."""
-    first, width = NOISE_FIELDS[name]
-    mask, lift = (
-        _u32((1 << width) - 1),
-        _u32((U_SHIFT if name == "square_avg" else S_SHIFT) - width),
-    )
+    position and the rounding window, ``codecs.noise_field``, are compile-time constants)."""
+    first, mask, lift = (_u32(x) for x in noise_field(name))
 
     @njit(inline="always")
     def field(hashes):
@@ -647,11 +643,11 @@ def step_bf16_state(
     hp: Hyper,
     seed: int,
     salts: list[int],
-    firsts: list[int] | None = None,
+    firsts: list[int],
 ) -> None:
     """One fused pass with bf16 state: decode, update and stochastically round in
     registers (the same bits as the per-tensor path of ``lowbit.state``). ``salts``: the
-    parameters' positions; ``firsts``: their shards' global offsets (DTensor), or 0."""
+    parameters' positions; ``firsts``: their shards' global offsets (0 unless DTensor)."""
     lr = float(to_scalar_lr(lr))
     grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
     torch._foreach_add_(state_steps, _ONE, alpha=1.0)  # (1)
@@ -682,10 +678,8 @@ def step_bf16_state(
                            chunk_stop, _scalars(hp, lr, np_dtype), offsets)  # fmt: skip
 
 
-def _stream_offsets(steps: list, seed: int, salts: list[int], firsts: list[int] | None
-                    ) -> np.ndarray:  # fmt: skip
+def _stream_offsets(steps: list, seed: int, salts: list[int], firsts: list[int]) -> np.ndarray:
     """``codecs.hash32``'s offsets per tensor at its step: columns v, ḡ, b (, param)."""
-    firsts = firsts or [0] * len(salts)
     return np.array([stream_offsets(int(step_value(st)), seed, salt, first)
                      for st, salt, first in zip(steps, salts, firsts)], dtype=np.uint64)  # fmt: skip
 
@@ -700,7 +694,7 @@ def step_int8_state(
     hp: Hyper,
     seed: int,
     salts: list[int],
-    firsts: list[int] | None = None,
+    firsts: list[int],
 ) -> None:
     """One fused pass with blockwise 8-bit state (every tensor here has ``<name>_codes``
     and ``<name>_scale`` state): the same codes as ``lowbit.codecs.quantize_blockwise``

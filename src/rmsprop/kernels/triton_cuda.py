@@ -31,11 +31,11 @@ except ImportError as err:  # pragma: no cover - exercised where triton is missi
 
 from ..lowbit.codecs import (
     INF_BITS,
-    NOISE_FIELDS,
     S_BASE,
     S_SHIFT,
     U_BASE,
     U_SHIFT,
+    noise_field,
     stream_offsets,
 )
 from ..lowbit.state import BUFFERS, buffers_in_use
@@ -48,16 +48,10 @@ _S_BASE, _S_SHIFT = tl.constexpr(S_BASE), tl.constexpr(S_SHIFT)
 _INF_BITS = tl.constexpr(INF_BITS)
 
 
-def _field(name: str) -> tuple[tl.constexpr, tl.constexpr, tl.constexpr]:
-    """``codecs.code_noise`` of one buffer: (first bit, mask, lift) of the hash's field."""
-    first, width = NOISE_FIELDS[name]
-    lift = (U_SHIFT if name == "square_avg" else S_SHIFT) - width
-    return tl.constexpr(first), tl.constexpr((1 << width) - 1), tl.constexpr(lift)
-
-
-_V_FIRST, _V_MASK, _V_LIFT = _field("square_avg")
-_M_FIRST, _M_MASK, _M_LIFT = _field("grad_avg")
-_B_FIRST, _B_MASK, _B_LIFT = _field("momentum_buffer")
+# codecs.noise_field of each 8-bit buffer: (first bit, mask, lift) of its field of the hash
+_V_FIRST, _V_MASK, _V_LIFT = (tl.constexpr(x) for x in noise_field("square_avg"))
+_M_FIRST, _M_MASK, _M_LIFT = (tl.constexpr(x) for x in noise_field("grad_avg"))
+_B_FIRST, _B_MASK, _B_LIFT = (tl.constexpr(x) for x in noise_field("momentum_buffer"))
 
 
 @triton.jit
@@ -225,7 +219,7 @@ def _state_noise(offs, hashes, offsets_row, K: tl.constexpr, FORMAT: tl.constexp
 @triton.jit
 def _int8_encode(value, mask, noise, SIGNED: tl.constexpr):
     """``codecs.quantize_blockwise`` for one block, stochastically rounded with ``noise``
-    (``_code_noise``): (codes, new scale = the largest finite magnitude of the block)."""
+    (``_state_noise``): (codes, new scale = the largest finite magnitude of the block)."""
     bits = value.to(tl.uint32, bitcast=True)
     magnitude_bits = bits & 0x7FFFFFFF
     top = tl.max(tl.where(mask & (magnitude_bits < _INF_BITS), magnitude_bits, 0), axis=0)
@@ -414,7 +408,7 @@ def step_compact(
     round_param: bool,
     seed: int,
     salts: list[int],
-    firsts: list[int] | None = None,
+    firsts: list[int],
 ) -> None:
     """One launch for tensors whose state is fp32, bf16 or 8-bit (``state_dtype``; all of
     them in that form) and whose params are of one dtype, stochastically rounded when
@@ -430,7 +424,6 @@ def step_compact(
     block = 256 if fmt == 2 else BLOCK
     names = buffers_in_use(hp.centered, hp.momentum)
     addresses, scales, offsets, sizes, corrections, blocks_t, blocks_s = [], [], [], [], [], [], []
-    firsts = firsts or [0] * len(params)  # the shards' global offsets in the random streams
     for row, (p, g, st, salt) in enumerate(zip(params, grads, states, salts)):
         g = g.contiguous()
         grads[row] = g  # keep the contiguous copy alive until the launch is done
@@ -442,7 +435,7 @@ def step_compact(
             buffers[n].data_ptr() if n in buffers else 0 for n in BUFFERS
         ]
         scales += [st[f"{n}_scale"].data_ptr() if fmt == 2 and n in buffers else 0 for n in BUFFERS]
-        offsets += stream_offsets(step, seed, salt, firsts[row])  # v, ḡ, b, param
+        offsets += stream_offsets(step, seed, salt, firsts[row])  # v, ḡ, b, param; shard offset
         n = p.numel()
         sizes.append(n)
         corrections.append(1 - hp.alpha**step if hp.bias_correction else 1.0)

@@ -181,13 +181,20 @@ def hash32(index: Tensor, step: int, seed: int) -> Tensor:
     return x ^ (x >> 16)
 
 
-def code_noise(hashes: Tensor, name: str) -> Tensor:
-    """The stochastic-rounding noise of 8-bit buffer ``name`` from the element hashes
-    (``hash32`` of the tensor's ``square_avg`` stream): its field of ``NOISE_FIELDS``, at
-    the top of the rounding window (``U_SHIFT`` or ``S_SHIFT`` bits)."""
+def noise_field(name: str) -> tuple[int, int, int]:
+    """(first bit, mask, lift) of 8-bit buffer ``name``'s noise: ``(hash >> first) & mask``
+    is its field of ``NOISE_FIELDS``, ``<< lift`` puts it at the top of the buffer's
+    rounding window (``U_SHIFT`` or ``S_SHIFT`` bits). The kernels take these constants."""
     first, width = NOISE_FIELDS[name]
     shift = U_SHIFT if name == "square_avg" else S_SHIFT
-    return ((hashes.long() >> first) & ((1 << width) - 1)) << (shift - width)
+    return first, (1 << width) - 1, shift - width
+
+
+def code_noise(hashes: Tensor, name: str) -> Tensor:
+    """The stochastic-rounding noise of 8-bit buffer ``name`` from the element hashes
+    (``hash32`` of the tensor's ``square_avg`` stream): see ``noise_field``."""
+    first, mask, lift = noise_field(name)
+    return ((hashes.long() >> first) & mask) << lift
 
 
 def stochastic_round_to_bf16(x: Tensor, step: int, seed: int, first: int = 0) -> Tensor:

@@ -7,8 +7,8 @@ elements each buffer is stored as ``<name>_codes`` (uint8, the parameter's shape
 ``<name>_scale`` (fp32, one per block of 256): the unsigned map for ``square_avg``, the
 signed map for the others, stochastically rounded with fields of one hash per element
 (the ``square_avg`` stream, ``codecs.code_noise``); smaller tensors keep fp32 under the
-plain name. Every key is a
-tensor, so ``state_dict`` holds the compact form and loads with ``weights_only=True``.
+plain name. Every key is a tensor, so ``state_dict`` holds the compact form and loads
+with ``weights_only=True``.
 
 The scales have the shape ``(rows, blocks per row)`` when each row of the parameter (its
 dimension 0) is a whole number of blocks, ``(blocks,)`` otherwise (``scale_shape``): the
@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._dtensor import is_dtensor, local
 from .codecs import (
     BLOCK,
     code_noise,
@@ -43,17 +44,6 @@ MIN_INT8_NUMEL = 4096
 BUFFERS = ("square_avg", "grad_avg", "momentum_buffer")
 SIGNED = {"square_avg": False, "grad_avg": True, "momentum_buffer": True}
 COMPACT = (torch.bfloat16, "int8")
-
-
-def is_dtensor(t: object) -> bool:
-    from ..optim._distributed import is_dtensor as check  # lazy: optim imports this module
-
-    return check(t)
-
-
-def local(t: Tensor) -> Tensor:
-    """A DTensor's local part (same storage); any other tensor as it is."""
-    return t.to_local() if is_dtensor(t) else t
 
 
 def buffers_in_use(centered: bool, momentum: float) -> list[str]:
@@ -145,7 +135,7 @@ def encode(state: dict[str, Any], name: str, value: Tensor, param: Tensor, state
         hashes = hash32(index, step, stream_seed(seed, salt, "square_avg"))  # shared by buffers
         codes, scale = quantize_blockwise(value, SIGNED[name], noise=code_noise(hashes, name))
         rows = scale_shape(param)
-        local_shape = (value.shape[0], rows[1]) if len(rows) == 2 and value.dim() else rows
+        local_shape = (value.shape[0], rows[1]) if len(rows) == 2 else rows
         state[f"{name}_codes"] = _like(param, codes)
         state[f"{name}_scale"] = _like(param, scale.view(local_shape), rows)
     elif torch.is_complex(value):

@@ -15,19 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-try:
-    from torch.distributed.tensor import DTensor, Replicate, Shard
-except ImportError:  # pragma: no cover - torch built without distributed
-    DTensor = None  # type: ignore[assignment,misc]
-
-
-def is_dtensor(t: object) -> bool:
-    return DTensor is not None and isinstance(t, DTensor)
-
-
-def local(t: Tensor | None) -> Tensor | None:
-    """The local shard of a DTensor (same storage); any other tensor as it is."""
-    return t.to_local() if is_dtensor(t) else t
+from .._dtensor import is_dtensor, local
 
 
 def _mesh_group(tensors: list[Tensor]):
@@ -50,10 +38,13 @@ def _local_sumsq(g: Tensor, world: int) -> Tensor:
     total = torch.sum(
         torch.view_as_real(values).double() ** 2 if values.is_complex() else values.double() ** 2
     )
-    if is_dtensor(g) and all(isinstance(pl, Shard) for pl in g.placements):
-        return total
-    if is_dtensor(g) and all(isinstance(pl, Replicate) for pl in g.placements):
-        return total / world
+    if is_dtensor(g):
+        from torch.distributed.tensor import Replicate, Shard
+
+        if all(isinstance(pl, Shard) for pl in g.placements):
+            return total
+        if all(isinstance(pl, Replicate) for pl in g.placements):
+            return total / world
     return total
 
 
