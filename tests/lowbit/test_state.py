@@ -187,20 +187,57 @@ def test_bf16_params_with_stochastic_rounding_keep_small_updates():
 
 @pytest.mark.parametrize("state_dtype", [None, torch.float32, torch.bfloat16, "int8"],
                          ids=["state-as-param", "fp32", "bf16", "int8"])  # fmt: skip
-def test_stochastic_rounding_gives_the_same_bits_in_every_impl(state_dtype, ieee_sqrt):
+def test_stochastic_rounding_gives_the_same_bits_in_every_impl(state_dtype, ieee_sqrt,
+                                                                monkeypatch):  # fmt: skip
     """bf16 params rounded stochastically: the per-tensor path (fp32 work copies) and the
-    fused Triton kernel (one pass, rounding in registers) write the same bits."""
+    fused numba and Triton kernels (one pass, rounding in registers; the per-tensor path
+    is removed while they run, so they must take it) write the same bits; on the CPU
+    ``auto`` picks numba's. State kept as the param's dtype (bf16 rounded to nearest)
+    runs per tensor everywhere."""
     runs = {impl: _bf16_run(sr=True, impl=impl, steps=5, state_dtype=state_dtype, momentum=0.9,
-                            random_grads=True)
-            for impl in ("single", "foreach", "numba", "triton")}  # fmt: skip
+                            random_grads=True) for impl in ("single", "foreach")}  # fmt: skip
+    if state_dtype is not None:
+        monkeypatch.setattr(rmsprop.RMSprop, "_step_per_tensor", None)
+    for impl in ("numba", "triton", "auto"):
+        runs[impl] = _bf16_run(sr=True, impl=impl, steps=5, state_dtype=state_dtype, momentum=0.9,
+                               random_grads=True)  # fmt: skip
+    assert runs["auto"][1].last_impl[0] == "numba"
     for impl, (p, opt) in runs.items():
         assert torch.equal(p, runs["single"][0]), impl
         q = opt.param_groups[0]["params"][0]
         reference = runs["single"][1]
         for key, value in opt.state[q].items():
             assert torch.equal(value, reference.state[reference.param_groups[0]["params"][0]][key])
-    fused = state_dtype is not None  # bf16 state rounded to nearest (the param's dtype): per tensor
-    assert runs["triton"][1].last_impl[0] == "triton" if fused else True
+
+
+def test_rounded_bf16_params_with_int8_state_small_and_large_tensors_fused(monkeypatch,
+                                                                         ieee_sqrt):  # fmt: skip
+    """A group of bf16 params with int8 state: the large tensor keeps 8-bit codes, the small
+    one fp32 state (under 4,096 elements); numba runs both forms fused (two launches), with
+    every switch that touches the param (decoupled decay, Nesterov, centered), and writes
+    the same bits as the per-tensor path."""
+
+    def run(impl):
+        g = torch.Generator().manual_seed(1)
+        params = [torch.randn(n, generator=g).to(torch.bfloat16).requires_grad_()
+                  for n in (5_000, 1_000)]  # fmt: skip
+        opt = rmsprop.RMSprop(params, lr=1e-3, momentum=0.9, nesterov=True, centered=True,
+                              weight_decay=0.1, decoupled_weight_decay=True, state_dtype="int8",
+                              stochastic_rounding=True, impl=impl)  # fmt: skip
+        for _ in range(4):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g).to(torch.bfloat16)
+            opt.step()
+        return params, opt
+
+    reference, ref_opt = run("single")
+    monkeypatch.setattr(rmsprop.RMSprop, "_step_per_tensor", None)
+    fused, opt = run("numba")
+    assert "square_avg_codes" in opt.state[fused[0]] and "square_avg" in opt.state[fused[1]]
+    for p, q in zip(fused, reference):
+        assert torch.equal(p, q)
+        for key, value in opt.state[p].items():
+            assert torch.equal(value, ref_opt.state[q][key]), key
 
 
 @pytest.mark.parametrize("state_dtype", COMPACT, ids=["bf16", "int8"])

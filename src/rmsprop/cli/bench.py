@@ -212,9 +212,12 @@ def interleaved_timings(steps: dict[str, Callable[[], Any]], repeats: int, warmu
     return out
 
 
-def run_state(suite: Suite, config: Config, repeats: int, device: str, progress) -> list[Row]:
+def run_state(suite: Suite, config: Config, repeats: int, device: str, progress,
+              bf16_params: bool = False) -> list[Row]:  # fmt: skip
     """The same step with fp32, bf16 and int8 state, timed round-robin: step time, state
-    bytes per parameter, and the median of the per-round ratios to fp32 state."""
+    bytes per parameter, and the median of the per-round ratios to fp32 state.
+    ``bf16_params``: bf16 parameters and gradients with ``stochastic_rounding=True``
+    (pure-bf16 training)."""
     import torch
 
     import rmsprop
@@ -223,11 +226,16 @@ def run_state(suite: Suite, config: Config, repeats: int, device: str, progress)
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     params, grads = _make_params(suite, device)
+    if bf16_params:
+        params = [torch.nn.Parameter(p.detach().to(torch.bfloat16)) for p in params]
+        grads = [g.to(torch.bfloat16) for g in grads]
     for p, g in zip(params, grads):
         p.grad = g
-    progress(f"{suite.name} / {config.name}: fp32, bf16 and int8 state, interleaved")
-    kinds = {"fp32": None, "bf16": torch.bfloat16, "int8": "int8"}
-    opts = {label: rmsprop.RMSprop(params, lr=1e-3, state_dtype=state_dtype, **config.kwargs)
+    what = "bf16 params (stochastic rounding), " if bf16_params else ""
+    progress(f"{suite.name} / {config.name}: {what}fp32, bf16 and int8 state, interleaved")
+    kinds = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": "int8"}
+    opts = {label: rmsprop.RMSprop(params, lr=1e-3, state_dtype=state_dtype,
+                                   stochastic_rounding=bf16_params, **config.kwargs)
             for label, state_dtype in kinds.items()}  # fmt: skip
     times = interleaved_timings({label: opt.step for label, opt in opts.items()}, repeats, 2, sync)
     rows = []
@@ -237,8 +245,8 @@ def run_state(suite: Suite, config: Config, repeats: int, device: str, progress)
         ratio = float(np.median(np.array(times["fp32"]) / np.array(times[label])))
         note = (f"{per_param:.3f} state bytes/param; ran {opt.last_impl.get(0)}; ratio: fp32-state "
                 "time / this, median over rounds")  # fmt: skip
-        rows.append(Row(suite.name, config.name, f"rmsprop auto, {label} state", med, p10, p90,
-                        None, None, ratio, note))  # fmt: skip
+        name = f"rmsprop auto, {'bf16 params SR, ' if bf16_params else ''}{label} state"
+        rows.append(Row(suite.name, config.name, name, med, p10, p90, None, None, ratio, note))
     return rows
 
 
@@ -302,6 +310,8 @@ def run_bench(suites: list[str], repeats: int, device: str, json_path: Path | No
             elif suite.name == "state":
                 for config in suite.configs:
                     rows += run_state(suite, config, repeats, device, progress)
+                for config in suite.configs:
+                    rows += run_state(suite, config, repeats, device, progress, bf16_params=True)
             else:
                 for config in suite.configs:
                     rows += run_dense(suite, config, repeats, device, triad, progress, only)

@@ -65,7 +65,8 @@ SUITES = {
     ),
     "state": Suite(
         "state",
-        "16M parameters in 40 tensors with fp32, bf16 and int8 optimizer state",
+        "16M parameters in 40 tensors with fp32, bf16 and int8 optimizer state (fp32 params, then\n"
+        "bf16 params with stochastic rounding)",
         tuple((400, 1000) for _ in range(40)),
     ),
     "tiny": Suite("tiny", "smoke test: 3 tensors", ((64, 64), (64,), (10, 64))),

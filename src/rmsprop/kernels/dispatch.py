@@ -60,16 +60,26 @@ def _check_devices(impl: str, params: list[Tensor]) -> None:
         )
 
 
-def _fused_can_run(impl: str, params: list[Tensor]) -> bool:
+def _fused_can_run(impl: str, params: list[Tensor], rounded_bf16: bool) -> bool:
     if unavailable_reason(impl) is not None:
         return False
     device = "cpu" if impl == "numba" else "cuda"  # auto never picks the interpreter
-    dtypes = (torch.float32, torch.float64) if impl == "numba" else FUSED_CUDA_DTYPES
+    dtypes = FUSED_CUDA_DTYPES
+    if impl == "numba":  # bf16 only when rounded stochastically (fp32 math, SR store)
+        dtypes = (torch.float32, torch.float64) + ((torch.bfloat16,) if rounded_bf16 else ())
     return all(p.device.type == device and p.dtype in dtypes and p.is_contiguous()
                for p in params)  # fmt: skip
 
 
-def choose(impl: str, foreach: bool | None, params: list[Tensor], differentiable: bool) -> str:
+def choose(
+    impl: str,
+    foreach: bool | None,
+    params: list[Tensor],
+    differentiable: bool,
+    rounded_bf16: bool = False,
+) -> str:
+    """``rounded_bf16``: bf16 params are updated in fp32 and stored with stochastic
+    rounding (``stochastic_rounding=True``), which the numba kernel can also run."""
     if impl not in IMPLS:
         raise ValueError(
             f"impl={impl!r} is invalid: it must be one of {', '.join(map(repr, IMPLS))}"
@@ -82,7 +92,7 @@ def choose(impl: str, foreach: bool | None, params: list[Tensor], differentiable
         if foreach:
             return "foreach"
         for fused in ("triton", "numba"):
-            if _fused_can_run(fused, params):
+            if _fused_can_run(fused, params, rounded_bf16):
                 return fused
         return "foreach" if all(p.device.type == "cuda" for p in params) else "single"
     if differentiable and impl != "single":

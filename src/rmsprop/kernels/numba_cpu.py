@@ -14,10 +14,12 @@ IEEE (correctly rounded), while torch's vectorised CPU ``sqrt`` is not always (m
 on an AVX-512 machine: 17% of float32 roots one ulp away). So results agree with the
 single-tensor path to about one ulp per step, and with the float64 reference to 1e-12.
 
-Compact state: the same update between a decode and an encode in registers, bf16 with
-stochastic rounding (``step_bf16_state``) and blockwise 8-bit codes (``step_int8_state``:
-each block of 256 decoded, updated, its new scale taken as an integer maximum of the bit
-patterns, re-encoded while in L1). The codecs are integer adds, shifts and selects, so
+Compact state and pure-bf16 training (``step_compact``, the same signature as Triton's):
+the same update between a decode and an encode in registers, bf16 state with stochastic
+rounding, blockwise 8-bit codes (each block of 256 decoded, updated, its new scale taken
+as an integer maximum of the bit patterns, re-encoded while in L1), and bf16 params
+(``stochastic_rounding=True``) widened to fp32 and written back stochastically rounded,
+with any of the three state forms. The codecs are integer adds, shifts and selects, so
 the loops vectorise; the uint32 arithmetic is wrapped in ``uint32`` at each step because
 numba widens it to 64 bits, which halves the vector lanes.
 
@@ -208,6 +210,30 @@ def _bf16_encode(value, index, offset):
     return np.uint16(rounded if finite else (u32(0x7FC0) if nan else u32(bits >> u32(16))))
 
 
+@njit(inline="always")
+def _load(x, i, bf16):
+    """(2) Element ``i`` of a param or grad: as stored, or (``bf16``) its bf16 bits widened
+    to fp32 (exact)."""
+    return _bf16_decode(x[i]) if bf16 else x[i]
+
+
+@njit(inline="always")
+def _store(x, i, value, bf16, offset):
+    """(10) Writes param element ``i``: as is, or (``bf16``) stochastically rounded to bf16
+    from the param's stream (``offset``), as ``codecs.stochastic_round_to_bf16``."""
+    if bf16:
+        x[i] = _bf16_encode(value, i, offset)
+    else:
+        x[i] = value
+
+
+@njit(inline="always")
+def _param_and_grad(addresses, t, n, dtype):
+    """Tensor ``t``'s param and grad as arrays of ``dtype`` (uint16: bf16 bits)."""
+    return (numba.carray(_as_pointer(addresses[t, 0]), n, dtype),
+            numba.carray(_as_pointer(addresses[t, 1]), n, dtype))  # fmt: skip
+
+
 # The 8-bit codecs of ``lowbit.codecs`` for one element. numba widens uint32 arithmetic to
 # 64 bits; wrapping each result in ``_u32`` lets LLVM keep 32-bit vector lanes.
 _u32 = np.uint32
@@ -307,7 +333,7 @@ def _encode_codes(values, codes, start, count, top, buffer, hashes, offset):
 
 @njit(inline="always")
 def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, scale, new,
-                offset, hashes):  # fmt: skip
+                offsets, hashes, bf16):  # fmt: skip
     """One block of 8-bit state: decode, update (1)-(10), re-encode; returns the new
     scales (v, ḡ, b). The fp32 values wait in ``new`` (in L1) between the two loops; the
     absolute maxima are integer maxima of the bit patterns, taken in the update loop; a
@@ -315,13 +341,15 @@ def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, 
     (``codecs.quantize_blockwise``: a NaN/Inf does not enter the scale)."""
     centered, momentum_mode = flags[CENTERED] == 1, flags[MOMENTUM_MODE] != 0
     top_v, top_m, top_b = _u32(0), _u32(0), _u32(0)
+    p_offset = offsets[3]
     for j in range(count):
         i = start + j
         mi = _decode_signed(mq[i]) * scale[1] if centered else s[EPS]
         bi = _decode_signed(bq[i]) * scale[2] if momentum_mode else s[EPS]
-        pi, vi, mi, bi = _update(flags, g[i], p[i], _decode_unsigned(vq[i]) * scale[0], mi, bi, s,
-                                 lerp_low, correction)  # fmt: skip
-        p[i] = pi
+        pi, vi, mi, bi = _update(flags, _load(g, i, bf16), _load(p, i, bf16),
+                                 _decode_unsigned(vq[i]) * scale[0], mi, bi, s, lerp_low,
+                                 correction)  # fmt: skip
+        _store(p, i, pi, bf16, p_offset)
         new[0, j] = vi
         top_v = max(top_v, _magnitude_bits(vi))
         if centered:
@@ -335,16 +363,17 @@ def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, 
         top_m = _finite_top(new[1], count, top_m)
     if momentum_mode:
         top_b = _finite_top(new[2], count, top_b)
-    _encode_codes(new[0], vq, start, count, top_v, 0, hashes, offset)
+    _encode_codes(new[0], vq, start, count, top_v, 0, hashes, offsets[0])
     if centered:
-        _encode_codes(new[1], mq, start, count, top_m, 1, hashes, offset)
+        _encode_codes(new[1], mq, start, count, top_m, 1, hashes, offsets[0])
     if momentum_mode:
-        _encode_codes(new[2], bq, start, count, top_b, 2, hashes, offset)
+        _encode_codes(new[2], bq, start, count, top_b, 2, hashes, offsets[0])
     return _f32_from_bits(top_v), _f32_from_bits(top_m), _f32_from_bits(top_b)
 
 
-def _make_kernel(flags: tuple[int, ...], state_format: str = "float"):
-    """A kernel specialised for one combination of switches and one state format.
+def _make_kernel(flags: tuple[int, ...], state_format: str = "float", bf16_params: bool = False):
+    """A kernel specialised for one combination of switches, one state format and one
+    param format.
 
     The switches are compile-time constants of the closure (passed on to the inlined
     ``_update``), so untaken branches vanish and the element loop vectorises (LLVM does
@@ -352,34 +381,41 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float"):
     captured values, so each variant compiles once. Element indices are unsigned, which
     spares numba's negative-index wraparound test.
 
-    ``state_format="float"``: state in the parameter's dtype. ``"bf16"``: state stored as
-    bf16 (uint16 bits), decoded in registers and written back with stochastic rounding,
-    the same bits as ``lowbit.codecs.stochastic_round_to_bf16``.
+    ``state_format="float"``: state in the parameter's dtype (fp32 with bf16 params).
+    ``"bf16"``: state stored as bf16 (uint16 bits), decoded in registers and written back
+    with stochastic rounding, the same bits as ``lowbit.codecs.stochastic_round_to_bf16``.
+    ``"int8"``: blockwise 8-bit codes (``lowbit.codecs.quantize_blockwise``).
+    ``bf16_params``: param and grad are bf16 (uint16 bits), the math fp32, the param
+    written back with stochastic rounding (``stochastic_rounding=True``).
+
+    Every kernel takes ``(addresses, sizes, corrections, chunk_tensor, chunk_start,
+    chunk_stop, s, scales, offsets)``: ``addresses[t]`` the data pointers of tensor ``t``
+    (p, g, v, ḡ, b; 0 if absent), ``scales[t, k]`` those of buffer ``k``'s 8-bit block
+    scales, ``offsets[t, k]`` the random-stream offsets of (v, ḡ, b, param) at this step.
     """
     centered, momentum_mode = flags[3] == 1, flags[7] != 0
+    bf16 = bf16_params
 
     if state_format == "float":
 
         @njit(parallel=True, cache=True)
-        def run(addresses, sizes, corrections, chunk_tensor, chunk_start, chunk_stop, s):
-            """``addresses[t]``: data pointers of tensor ``t`` (p, g, v, m, b; 0 if absent)."""
+        def run(addresses, sizes, corrections, chunk_tensor, chunk_start, chunk_stop, s, scales,
+                offsets):  # fmt: skip
             lerp_low = s[ONE_MINUS_ALPHA] < 0.5
             for c in prange(chunk_tensor.shape[0]):
                 t = chunk_tensor[c]
                 n = sizes[t]
-                p = numba.carray(_as_pointer(addresses[t, 0]), n, s.dtype)
-                g = numba.carray(_as_pointer(addresses[t, 1]), n, s.dtype)
+                p, g = _param_and_grad(addresses, t, n, np.uint16 if bf16 else s.dtype)
                 v = numba.carray(_as_pointer(addresses[t, 2]), n, s.dtype)
                 m = numba.carray(_as_pointer(addresses[t, 3] or addresses[t, 2]), n, s.dtype)
                 b = numba.carray(_as_pointer(addresses[t, 4] or addresses[t, 2]), n, s.dtype)
-                correction = corrections[t]
+                correction, p_offset = corrections[t], offsets[t, 3]
                 for i in range(chunk_start[c], chunk_stop[c]):
                     mi = m[i] if centered else s[EPS]
                     bi = b[i] if momentum_mode else s[EPS]
-                    pi, vi, mi, bi = _update(
-                        flags, g[i], p[i], v[i], mi, bi, s, lerp_low, correction
-                    )
-                    p[i] = pi
+                    pi, vi, mi, bi = _update(flags, _load(g, i, bf16), _load(p, i, bf16), v[i], mi,
+                                             bi, s, lerp_low, correction)  # fmt: skip
+                    _store(p, i, pi, bf16, p_offset)
                     v[i] = vi
                     if centered:
                         m[i] = mi
@@ -393,17 +429,15 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float"):
         @njit(parallel=True, cache=True)
         def run_int8(addresses, sizes, corrections, chunk_tensor, chunk_start, chunk_stop, s,
                      scales, offsets):  # fmt: skip
-            """As ``run`` with blockwise 8-bit state: ``addresses[t, 2:]`` point to uint8
-            codes, ``scales[t, k]`` to buffer ``k``'s fp32 block scales. Each block of 256
-            is decoded, updated and re-encoded (new scale = the block's largest finite
-            magnitude) while it is in cache."""
+            """``addresses[t, 2:]`` point to uint8 codes. Each block of 256 is decoded,
+            updated and re-encoded (new scale = the block's largest finite magnitude)
+            while it is in cache."""
             lerp_low = s[ONE_MINUS_ALPHA] < 0.5
             for c in prange(chunk_tensor.shape[0]):
                 t = chunk_tensor[c]
                 n = np.uint64(sizes[t])  # unsigned throughout: int64/uint64 mixes become float64
                 blocks = (n + np.uint64(255)) // np.uint64(256)
-                p = numba.carray(_as_pointer(addresses[t, 0]), n, s.dtype)
-                g = numba.carray(_as_pointer(addresses[t, 1]), n, s.dtype)
+                p, g = _param_and_grad(addresses, t, n, np.uint16 if bf16 else s.dtype)
                 vq = numba.carray(_as_pointer(addresses[t, 2]), n, np.uint8)
                 mq = numba.carray(_as_pointer(addresses[t, 3] or addresses[t, 2]), n, np.uint8)
                 bq = numba.carray(_as_pointer(addresses[t, 4] or addresses[t, 2]), n, np.uint8)
@@ -419,10 +453,10 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float"):
                     scale = (vs[blk], ms[blk], bs[blk])
                     if start + np.uint64(256) <= n:  # a whole block: a constant trip count
                         top = _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start,
-                                          np.uint64(256), scale, new, offsets[t, 0], hashes)  # fmt: skip
+                                          np.uint64(256), scale, new, offsets[t], hashes, bf16)  # fmt: skip
                     else:
                         top = _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start,
-                                          n - start, scale, new, offsets[t, 0], hashes)  # fmt: skip
+                                          n - start, scale, new, offsets[t], hashes, bf16)  # fmt: skip
                     vs[blk] = top[0]
                     if centered:
                         ms[blk] = top[1]
@@ -433,30 +467,29 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float"):
         return run_int8
 
     @njit(parallel=True, cache=True)
-    def run_bf16(addresses, sizes, corrections, chunk_tensor, chunk_start, chunk_stop, s, offsets):
-        """As ``run`` with bf16 state; ``offsets[t, k]``: the random-stream offset of
-        buffer ``k`` (v, ḡ, b) of tensor ``t`` at this step."""
+    def run_bf16(addresses, sizes, corrections, chunk_tensor, chunk_start, chunk_stop, s, scales,
+                 offsets):  # fmt: skip
         lerp_low = s[ONE_MINUS_ALPHA] < 0.5
         for c in prange(chunk_tensor.shape[0]):
             t = chunk_tensor[c]
             n = sizes[t]
-            p = numba.carray(_as_pointer(addresses[t, 0]), n, s.dtype)
-            g = numba.carray(_as_pointer(addresses[t, 1]), n, s.dtype)
+            p, g = _param_and_grad(addresses, t, n, np.uint16 if bf16 else s.dtype)
             v = numba.carray(_as_pointer(addresses[t, 2]), n, np.uint16)
             m = numba.carray(_as_pointer(addresses[t, 3] or addresses[t, 2]), n, np.uint16)
             b = numba.carray(_as_pointer(addresses[t, 4] or addresses[t, 2]), n, np.uint16)
             correction = corrections[t]
+            v_offset, m_offset, b_offset, p_offset = offsets[t]
             for i in range(chunk_start[c], chunk_stop[c]):
                 mi = _bf16_decode(m[i]) if centered else s[EPS]
                 bi = _bf16_decode(b[i]) if momentum_mode else s[EPS]
-                pi, vi, mi, bi = _update(flags, g[i], p[i], _bf16_decode(v[i]), mi, bi, s, lerp_low,
-                                         correction)  # fmt: skip
-                p[i] = pi
-                v[i] = _bf16_encode(vi, i, offsets[t, 0])
+                pi, vi, mi, bi = _update(flags, _load(g, i, bf16), _load(p, i, bf16),
+                                         _bf16_decode(v[i]), mi, bi, s, lerp_low, correction)  # fmt: skip
+                _store(p, i, pi, bf16, p_offset)
+                v[i] = _bf16_encode(vi, i, v_offset)
                 if centered:
-                    m[i] = _bf16_encode(mi, i, offsets[t, 1])
+                    m[i] = _bf16_encode(mi, i, m_offset)
                 if momentum_mode:
-                    b[i] = _bf16_encode(bi, i, offsets[t, 2])
+                    b[i] = _bf16_encode(bi, i, b_offset)
 
     return run_bf16
 
@@ -506,11 +539,12 @@ def _scalars(hp: Hyper, lr: float, dtype: np.dtype) -> np.ndarray:
     return out
 
 
-def kernel_for(hp: Hyper, state_format: str = "float"):
-    """The compiled kernel for ``hp``'s switches and the state format (built on first use)."""
-    key = (*_flags(hp), state_format)
+def kernel_for(hp: Hyper, state_format: str = "float", bf16_params: bool = False):
+    """The compiled kernel for ``hp``'s switches, the state format and the param format
+    (built on first use)."""
+    key = (_flags(hp), state_format, bf16_params)
     if key not in _KERNELS:
-        _KERNELS[key] = _make_kernel(key[:-1], state_format)
+        _KERNELS[key] = _make_kernel(*key)
     return _KERNELS[key]
 
 
@@ -566,11 +600,18 @@ def step(
               momentum_buffers[i].data_ptr() if has_momentum else 0) for i in index],
             dtype=np.int64,
         ).reshape(len(index), 5)  # fmt: skip
-        sizes = tuple(params[i].numel() for i in index)
-        corrections = _corrections(hp, [state_steps[i] for i in index], np_dtype)
-        chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
-        kernel_for(hp)(addresses, np.array(sizes, np.int64), corrections, chunk_tensor, chunk_start,
-                       chunk_stop, _scalars(hp, lr, np_dtype))  # fmt: skip
+        _launch(kernel_for(hp), [params[i] for i in index], [state_steps[i] for i in index], hp,
+                lr, np_dtype, addresses, np.zeros((len(index), 3), np.int64),
+                np.zeros((len(index), 4), np.uint64))  # fmt: skip
+
+
+def _launch(kernel, params, steps, hp, lr, dtype, addresses, scales, offsets) -> None:
+    """Runs ``kernel`` (``_make_kernel``'s signature) over every element of ``params``,
+    split into chunks; ``dtype``: the dtype of the math (and of the scalars)."""
+    sizes = tuple(p.numel() for p in params)
+    chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
+    kernel(addresses, np.array(sizes, np.int64), _corrections(hp, steps, dtype), chunk_tensor,
+           chunk_start, chunk_stop, _scalars(hp, lr, dtype), scales, offsets)  # fmt: skip
 
 
 _ONE = torch.tensor(1.0)
@@ -630,93 +671,70 @@ def triad(c, a, b, scale):
             c[i] = a[i] + scale * b[i]
 
 
-@torch.compiler.disable
-def step_bf16_state(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor | None],
-    momentum_buffers: list[Tensor | None],
-    state_steps: list[Tensor],
-    *,
-    lr,
-    hp: Hyper,
-    seed: int,
-    salts: list[int],
-    firsts: list[int],
-) -> None:
-    """One fused pass with bf16 state: decode, update and stochastically round in
-    registers (the same bits as the per-tensor path of ``lowbit.state``). ``salts``: the
-    parameters' positions; ``firsts``: their shards' global offsets (0 unless DTensor)."""
-    lr = float(to_scalar_lr(lr))
-    grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
-    torch._foreach_add_(state_steps, _ONE, alpha=1.0)  # (1)
-    dtype = params[0].dtype
-    if dtype not in _NP_DTYPES or any(p.dtype != dtype for p in params):
-        raise RuntimeError(
-            "the fused bf16-state kernel needs float32/float64 parameters of one dtype"
-        )
-    buffers = (
-        [square_avgs]
-        + ([grad_avgs] if hp.centered else [])
-        + ([momentum_buffers] if hp.momentum > 0 else [])
-    )
-    if not all(t.is_contiguous() and t.dtype == torch.bfloat16 for b in buffers for t in b):
-        raise RuntimeError("the fused bf16-state kernel needs contiguous bf16 state")
-    np_dtype = _NP_DTYPES[dtype]
-    addresses = np.array(
-        [(p.data_ptr(), g.data_ptr(), v.data_ptr(), m.data_ptr() if hp.centered else 0,
-          b.data_ptr() if hp.momentum > 0 else 0)
-         for p, g, v, m, b in zip(params, grads, square_avgs, grad_avgs, momentum_buffers)],
-        dtype=np.int64,
-    ).reshape(len(params), 5)  # fmt: skip
-    sizes = tuple(p.numel() for p in params)
-    corrections = _corrections(hp, state_steps, np_dtype)
-    offsets = _stream_offsets(state_steps, seed, salts, firsts)
-    chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
-    kernel_for(hp, "bf16")(addresses, np.array(sizes, np.int64), corrections, chunk_tensor, chunk_start,
-                           chunk_stop, _scalars(hp, lr, np_dtype), offsets)  # fmt: skip
-
-
-def _stream_offsets(steps: list, seed: int, salts: list[int], firsts: list[int]) -> np.ndarray:
-    """``codecs.hash32``'s offsets per tensor at its step: columns v, ḡ, b (, param)."""
-    return np.array([stream_offsets(int(step_value(st)), seed, salt, first)
-                     for st, salt, first in zip(steps, salts, firsts)], dtype=np.uint64)  # fmt: skip
+_FORMATS = {torch.float32: "float", torch.bfloat16: "bf16", "int8": "int8"}
+_STATE_DTYPES = {"bf16": torch.bfloat16, "int8": torch.uint8}
 
 
 @torch.compiler.disable
-def step_int8_state(
+def step_compact(
     params: list[Tensor],
     grads: list[Tensor],
     states: list[dict],
     *,
     lr,
     hp: Hyper,
+    state_dtype,
+    round_param: bool,
     seed: int,
     salts: list[int],
     firsts: list[int],
 ) -> None:
-    """One fused pass with blockwise 8-bit state (every tensor here has ``<name>_codes``
-    and ``<name>_scale`` state): the same codes as ``lowbit.codecs.quantize_blockwise``
-    with the tensor's ``square_avg`` stream split into fields (``codecs.code_noise``)."""
+    """One fused pass over tensors whose state is all in one form (``state_dtype``:
+    ``torch.float32``, ``torch.bfloat16`` or ``"int8"``, i.e. ``<name>_codes`` and
+    ``<name>_scale``) and whose params share one dtype; with ``round_param`` they are bf16,
+    widened to fp32 and written back stochastically rounded. Decode, update, encode in
+    registers: the same bits as the per-tensor path of ``lowbit.state`` and as
+    ``triton_cuda.step_compact`` (same signature). ``salts``: the parameters' positions
+    (their random streams); ``firsts``: their shards' global offsets (0 unless DTensor)."""
     lr = float(to_scalar_lr(lr))
+    fmt = _FORMATS[state_dtype]
+    dtype = params[0].dtype
+    if round_param:
+        allowed = (torch.bfloat16,)
+    else:
+        allowed = (torch.float32,) if fmt == "int8" else tuple(_NP_DTYPES)
+    if dtype not in allowed or any(p.dtype != dtype or g.dtype != dtype
+                                   for p, g in zip(params, grads)):  # fmt: skip
+        raise RuntimeError(
+            f"the fused kernel with {fmt} state{' and rounded params' if round_param else ''} "
+            f"needs params and grads of one dtype among {[str(d) for d in allowed]}"
+        )
+    math = np.dtype(np.float32) if round_param else _NP_DTYPES[dtype]
     grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
-    if any(p.dtype != torch.float32 for p in params):
-        raise RuntimeError("the fused 8-bit-state kernel needs float32 parameters")
     steps = [st["step"] for st in states]
     torch._foreach_add_(steps, _ONE, alpha=1.0)  # (1)
     names = buffers_in_use(hp.centered, hp.momentum)
+    stored = _STATE_DTYPES.get(fmt, torch.float32 if round_param else dtype)
     addresses = np.zeros((len(params), 5), np.int64)
     scales = np.zeros((len(params), 3), np.int64)
     for row, (p, g, st) in enumerate(zip(params, grads, states)):
+        buffers = {name: st[f"{name}_codes"] if fmt == "int8" else st[name] for name in names}
+        if not p.is_contiguous() or any(
+            not b.is_contiguous() or b.dtype != stored for b in buffers.values()
+        ):
+            raise RuntimeError(
+                f"impl='numba' needs contiguous parameters and contiguous {stored} state here"
+            )
         addresses[row, 0], addresses[row, 1] = p.data_ptr(), g.data_ptr()
-        for name in names:
-            k = STREAMS[name]
-            addresses[row, 2 + k] = st[f"{name}_codes"].data_ptr()
-            scales[row, k] = st[f"{name}_scale"].data_ptr()
-    sizes = tuple(p.numel() for p in params)
-    corrections = _corrections(hp, steps, np.dtype(np.float32))
-    chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
-    kernel_for(hp, "int8")(addresses, np.array(sizes, np.int64), corrections, chunk_tensor, chunk_start,
-                           chunk_stop, _scalars(hp, lr, np.dtype(np.float32)), scales,
-                           _stream_offsets(steps, seed, salts, firsts))  # fmt: skip
+        for name, buffer in buffers.items():
+            addresses[row, 2 + STREAMS[name]] = buffer.data_ptr()
+            if fmt == "int8":
+                scales[row, STREAMS[name]] = st[f"{name}_scale"].data_ptr()
+    _launch(kernel_for(hp, fmt, round_param), params, steps, hp, lr, math, addresses, scales,
+            _stream_offsets(steps, seed, salts, firsts))  # fmt: skip
+
+
+def _stream_offsets(steps: list, seed: int, salts: list[int], firsts: list[int]) -> np.ndarray:
+    """``codecs.hash32``'s offsets per tensor at its step: columns v, ḡ, b, param."""
+    return np.array([stream_offsets(int(step_value(st)), seed, salt, first)
+                     for st, salt, first in zip(steps, salts, firsts)], dtype=np.uint64)  # fmt: skip

@@ -25,15 +25,17 @@ def _kernel_backends() -> dict[str, Callable[..., None]]:
     return available_backends()
 
 
-def select_impl(impl: str, foreach: bool | None, params: list[Tensor], differentiable: bool) -> str:
+def select_impl(impl: str, foreach: bool | None, params: list[Tensor], differentiable: bool,
+                rounded_bf16: bool = False) -> str:  # fmt: skip
     """The implementation that runs these tensors.
 
     An explicit ``impl`` that cannot run them raises ``RuntimeError`` saying why; ``"auto"``
     picks the fastest correct one for the device (see ``rmsprop.kernels.dispatch``).
+    ``rounded_bf16``: bf16 params stored with stochastic rounding (fp32 math).
     """
     from ..kernels.dispatch import choose
 
-    return choose(impl, foreach, params, differentiable)
+    return choose(impl, foreach, params, differentiable, rounded_bf16)
 
 
 def rmsprop(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,6 +13,7 @@ from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiabl
 
 from .._validation import NON_NEGATIVE, check_choice, check_real, validate_hyperparameters
 from ..algorithm import ALGORITHM
+from ..kernels.dispatch import KERNELS
 from ..lowbit.codecs import stochastic_round_to_bf16, stream_seed
 from ..lowbit.state import BUFFERS, COMPACT, decode, encode, first_element, has, in_form
 from ..presets import get_preset
@@ -400,17 +402,17 @@ class RMSprop(Optimizer):
         params = [local(p) for p in params]  # DTensors: the kernels update the local shards
         from .functional import select_impl
 
-        impl = select_impl(group["impl"], group["foreach"], params, group["differentiable"])
         state_dtype, dtypes = group["state_dtype"], {p.dtype for p in params}
         rounded = group["stochastic_rounding"] and torch.bfloat16 in dtypes
-        if impl == "numba" and not rounded:
-            if state_dtype == torch.bfloat16 and dtypes <= {torch.float32, torch.float64}:
-                return "numba"
-            if state_dtype == "int8" and dtypes == {torch.float32}:
-                return "numba"
-        if (impl == "triton" and len(dtypes) == 1
-                and (state_dtype in COMPACT or (rounded and state_dtype == torch.float32))):  # fmt: skip
-            return "triton"
+        impl = select_impl(group["impl"], group["foreach"], params, group["differentiable"],
+                           rounded)  # fmt: skip
+        if len(dtypes) != 1 or (rounded and state_dtype not in (torch.float32, *COMPACT)):
+            return "per-tensor"  # bf16 state kept as the param's dtype: per tensor, nearest
+        dtype = dtypes.pop()
+        if impl == "triton" or (impl == "numba" and (
+            rounded or dtype == torch.float32 or (dtype == torch.float64 and state_dtype != "int8")
+        )):  # fmt: skip
+            return impl
         return "per-tensor"
 
     def _step_fused(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
@@ -433,30 +435,10 @@ class RMSprop(Optimizer):
             sts = [{k: local(v) for k, v in states[i].items()} for i in index]
             salts = [self._salt(params[i]) for i in index]
             firsts = [first_element(params[i]) for i in index]
-            if impl == "triton":
-                from ..kernels.triton_cuda import step_compact
-
-                step_compact(ps, gs, sts, lr=group["lr"], hp=hp, state_dtype=form, round_param=rounded,
-                             seed=self.rounding_seed, salts=salts, firsts=firsts)  # fmt: skip
-            elif form == "int8":
-                from ..kernels.numba_cpu import step_int8_state
-
-                step_int8_state(ps, gs, sts, lr=group["lr"], hp=hp, seed=self.rounding_seed,
-                                salts=salts, firsts=firsts)  # fmt: skip
-            elif form == torch.bfloat16:
-                from ..kernels.numba_cpu import step_bf16_state
-
-                step_bf16_state(
-                    ps, gs, [s["square_avg"] for s in sts], [s.get("grad_avg") for s in sts],
-                    [s.get("momentum_buffer") for s in sts], [s["step"] for s in sts], lr=group["lr"],
-                    hp=hp, seed=self.rounding_seed, salts=salts, firsts=firsts,
-                )  # fmt: skip
-            else:  # int8's small tensors: fp32 state, the ordinary kernel
-                functional_rmsprop(
-                    ps, gs, [s["square_avg"] for s in sts], [s.get("grad_avg") for s in sts],
-                    [s.get("momentum_buffer") for s in sts], [s["step"] for s in sts],
-                    lr=group["lr"], hp=hp, impl="numba",
-                )  # fmt: skip
+            kernels = importlib.import_module(f"rmsprop.kernels.{KERNELS[impl]}")
+            kernels.step_compact(ps, gs, sts, lr=group["lr"], hp=hp, state_dtype=form,
+                                 round_param=rounded, seed=self.rounding_seed, salts=salts,
+                                 firsts=firsts)  # fmt: skip
 
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> str:
         if group["state_dtype"] in COMPACT or (
