@@ -241,6 +241,33 @@ def test_rounded_bf16_params_with_int8_state_small_and_large_tensors_fused(monke
 
 
 @pytest.mark.parametrize("state_dtype", COMPACT, ids=["bf16", "int8"])
+def test_float64_params_with_compact_state_agree_across_impls(state_dtype, ieee_sqrt):
+    """fp64 params keep fp64 math with compact state (the state widened exactly, stored
+    rounded from fp32): per tensor in every impl, fused in numba for bf16 state, and in a
+    group mixing fp32 and fp64 params (per tensor; the fused kernels take one dtype)."""
+
+    def run(impl, mixed):
+        dtypes = (torch.float64, torch.float32) if mixed else (torch.float64,)
+        gens = [torch.Generator().manual_seed(2 + k) for k in range(len(dtypes))]
+        params = [torch.randn(5_000, generator=g, dtype=d).requires_grad_()
+                  for g, d in zip(gens, dtypes)]  # fmt: skip
+        opt = rmsprop.RMSprop(params, lr=1e-3, momentum=0.9, centered=True,
+                              state_dtype=state_dtype, impl=impl)  # fmt: skip
+        for _ in range(3):
+            for p, g in zip(params, gens):
+                p.grad = torch.randn(p.shape, generator=g, dtype=p.dtype)
+            opt.step()
+        return params[0], opt.state[params[0]]
+
+    reference, ref_state = run("single", False)
+    for impl, mixed in (("foreach", False), ("numba", False), ("numba", True), ("single", True)):
+        p, state = run(impl, mixed)
+        assert p.dtype == torch.float64 and torch.equal(p, reference), (impl, mixed)
+        for key, value in state.items():
+            assert torch.equal(value, ref_state[key]), (impl, mixed, key)
+
+
+@pytest.mark.parametrize("state_dtype", COMPACT, ids=["bf16", "int8"])
 def test_compact_state_runs_the_fused_kernels(state_dtype, monkeypatch):
     """numba and Triton take compact state in their one-pass kernels, not through the
     per-tensor fp32 copies (which would fail here)."""

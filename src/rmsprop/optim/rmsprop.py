@@ -116,9 +116,11 @@ class RMSprop(Optimizer):
         ``torch.bfloat16`` (2 bytes per buffer, written with stochastic rounding) or
         ``"int8"`` (blockwise 8-bit codes with one fp32 scale per 256 elements for tensors of
         at least 4,096 elements: ~1.02 bytes per buffer; see ``rmsprop.lowbit.codecs``). The
-        math is fp32 in every case; numba and Triton decode, update and encode in one pass.
+        math is fp32 whatever the storage (fp64 for fp64 params); numba and Triton decode,
+        update and encode in one pass.
       stochastic_rounding: bf16 parameters are written back with stochastic rounding
-        (pure-bf16 training: updates smaller than half a bf16 ulp survive on average).
+        (pure-bf16 training: updates smaller than half a bf16 ulp survive on average); the
+        math is fp32, fused in numba and Triton with fp32, bf16 or int8 state.
       nonfinite: ``"update"`` (torch: NaN/Inf flow into the update; with int8 state they
         stay out of their block's scale, so the block's other elements keep their state),
         ``"skip"`` (a step with a non-finite gradient changes nothing and is counted in
@@ -373,8 +375,10 @@ class RMSprop(Optimizer):
                     "sparse gradients with state_dtype=bfloat16/'int8' or stochastic_rounding are not supported"
                 )
             state = self._init_state(p, group)
-            work = {k: decode(state, k) for k in BUFFERS if has(state, k)}
             param, grad = local(p), local(g)
+            work = {k: decode(state, k) for k in BUFFERS if has(state, k)}
+            if param.dtype == torch.float64:  # fp64 params: fp64 math, as the fused kernel
+                work = {k: v.double() for k, v in work.items()}
             rounded = group["stochastic_rounding"] and param.dtype == torch.bfloat16
             param_work = param.float() if rounded else param
             tensors = (param_work, grad.float() if rounded else grad, work["square_avg"],
