@@ -411,7 +411,7 @@ class RMSprop(Optimizer):
         impl = select_impl(group["impl"], group["foreach"], params, group["differentiable"],
                            rounded)  # fmt: skip
         if len(dtypes) != 1 or (rounded and state_dtype not in (torch.float32, *COMPACT)):
-            return "per-tensor"  # bf16 state kept as the param's dtype: per tensor, nearest
+            return "per-tensor"  # mixed dtypes, or state kept as bf16 params (nearest)
         dtype = dtypes.pop()
         if impl == "triton" or (impl == "numba" and (
             rounded or dtype == torch.float32 or (dtype == torch.float64 and state_dtype != "int8")
