@@ -338,7 +338,9 @@ def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, 
     scales (v, ḡ, b). The fp32 values wait in ``new`` (in L1) between the two loops; the
     absolute maxima are integer maxima of the bit patterns, taken in the update loop; a
     block where one is NaN/Inf takes its finite maximum in one more pass
-    (``codecs.quantize_blockwise``: a NaN/Inf does not enter the scale)."""
+    (``codecs.quantize_blockwise``: a NaN/Inf does not enter the scale). ``offsets``: the
+    tensor's stream offsets (v, ḡ, b, param); the codes draw on the v stream's hash, a bf16
+    param (``bf16``) on the param stream."""
     centered, momentum_mode = flags[CENTERED] == 1, flags[MOMENTUM_MODE] != 0
     top_v, top_m, top_b = _u32(0), _u32(0), _u32(0)
     p_offset = offsets[3]
