@@ -22,13 +22,18 @@ KERNELS = {"numba": "numba_cpu", "triton": "triton_cuda", "compiled": "compiled"
 _REASONS: dict[str, str | None] = {}
 
 
+def backend(name: str):
+    """The module of fused back end ``name`` (imported on first use)."""
+    return importlib.import_module(f"{__package__}.{KERNELS[name]}")
+
+
 def unavailable_reason(name: str) -> str | None:
     """Why back end ``name`` cannot load here, or None if it can (checked once)."""
     if name not in KERNELS:
         return None
     if name not in _REASONS:
         try:
-            importlib.import_module(f"{__package__}.{KERNELS[name]}")
+            backend(name)
             _REASONS[name] = None
         except ImportError as err:
             _REASONS[name] = str(err)
@@ -37,11 +42,7 @@ def unavailable_reason(name: str) -> str | None:
 
 def available_backends() -> dict[str, Callable[..., None]]:
     """name -> step function of every fused back end that loads here."""
-    out = {}
-    for name, module in KERNELS.items():
-        if unavailable_reason(name) is None:
-            out[name] = importlib.import_module(f"{__package__}.{module}").step
-    return out
+    return {name: backend(name).step for name in KERNELS if unavailable_reason(name) is None}
 
 
 def triton_device() -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -13,7 +12,7 @@ from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiabl
 
 from .._validation import NON_NEGATIVE, check_choice, check_real, validate_hyperparameters
 from ..algorithm import ALGORITHM
-from ..kernels.dispatch import KERNELS
+from ..kernels.dispatch import backend
 from ..lowbit.codecs import stochastic_round_to_bf16, stream_seed
 from ..lowbit.state import BUFFERS, COMPACT, decode, encode, first_element, has, in_form
 from ..presets import get_preset
@@ -439,10 +438,9 @@ class RMSprop(Optimizer):
             sts = [{k: local(v) for k, v in states[i].items()} for i in index]
             salts = [self._salt(params[i]) for i in index]
             firsts = [first_element(params[i]) for i in index]
-            kernels = importlib.import_module(f"rmsprop.kernels.{KERNELS[impl]}")
-            kernels.step_compact(ps, gs, sts, lr=group["lr"], hp=hp, state_dtype=form,
-                                 round_param=rounded, seed=self.rounding_seed, salts=salts,
-                                 firsts=firsts)  # fmt: skip
+            backend(impl).step_compact(ps, gs, sts, lr=group["lr"], hp=hp, state_dtype=form,
+                                       round_param=rounded, seed=self.rounding_seed, salts=salts,
+                                       firsts=firsts)  # fmt: skip
 
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> str:
         if group["state_dtype"] in COMPACT or (
