@@ -45,13 +45,12 @@ from ..lowbit.codecs import (
     INF_BITS,
     S_BASE,
     S_SHIFT,
-    STREAMS,
     U_BASE,
     U_SHIFT,
     noise_field,
     stream_offsets,
 )
-from ..lowbit.state import BUFFERS, buffers_in_use
+from ..lowbit.state import BUFFERS, buffers_in_use, kernel_row
 from ..optim._common import Hyper, step_value, to_scalar_lr
 
 CHUNK = 1 << 15
@@ -677,6 +676,14 @@ _FORMATS = {torch.float32: "float", torch.bfloat16: "bf16", "int8": "int8"}
 _STATE_DTYPES = {"bf16": torch.bfloat16, "int8": torch.uint8}
 
 
+def compact_dtypes(state_dtype, round_param: bool) -> tuple[torch.dtype, ...]:
+    """The param dtypes ``step_compact`` takes with state form ``state_dtype``: bf16 when
+    rounded stochastically (fp32 math), else fp32 with 8-bit state, fp32/fp64 otherwise."""
+    if round_param:
+        return (torch.bfloat16,)
+    return (torch.float32,) if state_dtype == "int8" else tuple(_NP_DTYPES)
+
+
 @torch.compiler.disable
 def step_compact(
     params: list[Tensor],
@@ -701,10 +708,7 @@ def step_compact(
     lr = float(to_scalar_lr(lr))
     fmt = _FORMATS[state_dtype]
     dtype = params[0].dtype
-    if round_param:
-        allowed = (torch.bfloat16,)
-    else:
-        allowed = (torch.float32,) if fmt == "int8" else tuple(_NP_DTYPES)
+    allowed = compact_dtypes(state_dtype, round_param)
     if dtype not in allowed or any(p.dtype != dtype or g.dtype != dtype
                                    for p, g in zip(params, grads)):  # fmt: skip
         raise RuntimeError(
@@ -717,21 +721,17 @@ def step_compact(
     torch._foreach_add_(steps, _ONE, alpha=1.0)  # (1)
     names = buffers_in_use(hp.centered, hp.momentum)
     stored = _STATE_DTYPES.get(fmt, torch.float32 if round_param else dtype)
-    addresses = np.zeros((len(params), 5), np.int64)
-    scales = np.zeros((len(params), 3), np.int64)
-    for row, (p, g, st) in enumerate(zip(params, grads, states)):
-        buffers = {name: st[f"{name}_codes"] if fmt == "int8" else st[name] for name in names}
-        if not p.is_contiguous() or any(
-            not b.is_contiguous() or b.dtype != stored for b in buffers.values()
-        ):
-            raise RuntimeError(
-                f"impl='numba' needs contiguous parameters and contiguous {stored} state here"
-            )
-        addresses[row, 0], addresses[row, 1] = p.data_ptr(), g.data_ptr()
-        for name, buffer in buffers.items():
-            addresses[row, 2 + STREAMS[name]] = buffer.data_ptr()
-            if fmt == "int8":
-                scales[row, STREAMS[name]] = st[f"{name}_scale"].data_ptr()
+    rows = [kernel_row(p, g, st, names, fmt == "int8") for p, g, st in zip(params, grads, states)]
+    if not all(p.is_contiguous() for p in params) or any(
+        not b.is_contiguous() or b.dtype != stored
+        for _, _, buffers in rows
+        for b in buffers.values()
+    ):
+        raise RuntimeError(
+            f"impl='numba' needs contiguous parameters and contiguous {stored} state here"
+        )
+    addresses = np.array([pointers for pointers, _, _ in rows], np.int64).reshape(-1, 5)
+    scales = np.array([scale for _, scale, _ in rows], np.int64).reshape(-1, 3)
     _launch(kernel_for(hp, fmt, round_param), params, steps, hp, lr, math, addresses, scales,
             _stream_offsets(steps, seed, salts, firsts))  # fmt: skip
 

@@ -38,7 +38,7 @@ from ..lowbit.codecs import (
     noise_field,
     stream_offsets,
 )
-from ..lowbit.state import BUFFERS, buffers_in_use
+from ..lowbit.state import buffers_in_use, kernel_row
 from ..optim._common import Hyper, step_value, to_scalar_lr
 
 BLOCK = 1024
@@ -428,13 +428,11 @@ def step_compact(
         g = g.contiguous()
         grads[row] = g  # keep the contiguous copy alive until the launch is done
         step = int(step_value(st["step"]))
-        buffers = {n: st[f"{n}_codes"] if fmt == 2 else st[n] for n in names}
+        pointers, scale_pointers, buffers = kernel_row(p, g, st, names, fmt == 2)
         if not p.is_contiguous() or not all(b.is_contiguous() for b in buffers.values()):
             raise RuntimeError("impl='triton' needs contiguous parameters and state")
-        addresses += [p.data_ptr(), g.data_ptr()] + [
-            buffers[n].data_ptr() if n in buffers else 0 for n in BUFFERS
-        ]
-        scales += [st[f"{n}_scale"].data_ptr() if fmt == 2 and n in buffers else 0 for n in BUFFERS]
+        addresses += pointers
+        scales += scale_pointers
         offsets += stream_offsets(step, seed, salt, firsts[row])  # v, ḡ, b, param; shard offset
         n = p.numel()
         sizes.append(n)

@@ -51,6 +51,19 @@ def buffers_in_use(centered: bool, momentum: float) -> list[str]:
     return [name for name, on in zip(BUFFERS, (True, centered, momentum > 0)) if on]
 
 
+def kernel_row(param: Tensor, grad: Tensor, state: dict[str, Any], names: list[str],
+               int8: bool) -> tuple[list[int], list[int], dict[str, Tensor]]:  # fmt: skip
+    """One tensor as the fused compact-state kernels (numba, Triton) take it: the data
+    pointers of (p, g, v, ḡ, b) and of the 8-bit block scales of (v, ḡ, b), 0 where a
+    buffer is not kept, and the buffers ``names`` themselves (the uint8 codes for ``int8``),
+    for the caller's checks."""
+    buffers = {n: state[f"{n}_codes"] if int8 else state[n] for n in names}
+    pointers = [param.data_ptr(), grad.data_ptr()]
+    pointers += [buffers[n].data_ptr() if n in buffers else 0 for n in BUFFERS]
+    scales = [state[f"{n}_scale"].data_ptr() if int8 and n in buffers else 0 for n in BUFFERS]
+    return pointers, scales, buffers
+
+
 def scale_shape(param: Tensor) -> tuple[int, ...]:
     """The shape of the 8-bit block scales of ``param`` (global shape for a DTensor):
     ``(rows, blocks per row)`` when a row (dimension 0) is whole blocks, else ``(blocks,)``."""

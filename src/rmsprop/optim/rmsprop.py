@@ -411,10 +411,10 @@ class RMSprop(Optimizer):
                            rounded)  # fmt: skip
         if len(dtypes) != 1 or (rounded and state_dtype not in (torch.float32, *COMPACT)):
             return "per-tensor"  # mixed dtypes, or state kept as bf16 params (nearest)
-        dtype = dtypes.pop()
-        if impl == "triton" or (impl == "numba" and (
-            rounded or dtype == torch.float32 or (dtype == torch.float64 and state_dtype != "int8")
-        )):  # fmt: skip
+        if impl == "triton" or (
+            impl == "numba"
+            and dtypes.pop() in backend("numba").compact_dtypes(state_dtype, rounded)
+        ):
             return impl
         return "per-tensor"
 
