@@ -136,32 +136,36 @@ def decode(state: dict[str, Any], name: str) -> Tensor:
     return value if value.dtype == torch.float32 or torch.is_complex(value) else value.float()
 
 
-def encode(state: dict[str, Any], name: str, value: Tensor, param: Tensor, state_dtype: Any,
+def encode(state: dict[str, Any], values: dict[str, Tensor], param: Tensor, state_dtype: Any,
            step: int, seed: int, salt: int) -> None:  # fmt: skip
-    """Store fp32 ``value`` as buffer ``name`` in ``state_dtype``'s form. For a DTensor
-    ``param``, ``value`` is this rank's part and the state is stored as DTensors."""
-    for key in (name, f"{name}_codes", f"{name}_scale"):
-        state.pop(key, None)
+    """Store each fp32 buffer of ``values`` (name -> value) in ``state_dtype``'s form. The
+    8-bit codes of all of them draw on one hash per element (computed once here). For a
+    DTensor ``param``, the values are this rank's part and the state is stored as DTensors."""
     first = first_element(param)
-    if int8_applies(param, state_dtype):
-        index = torch.arange(first, first + value.numel(), device=value.device)
-        hashes = hash32(index, step, stream_seed(seed, salt, "square_avg"))  # shared by buffers
-        codes, scale = quantize_blockwise(value, SIGNED[name], noise=code_noise(hashes, name))
-        rows = scale_shape(param)
-        local_shape = (value.shape[0], rows[1]) if len(rows) == 2 else rows
-        state[f"{name}_codes"] = _like(param, codes)
-        state[f"{name}_scale"] = _like(param, scale.view(local_shape), rows)
-    elif torch.is_complex(value):
-        state[name] = _like(param, value.to(param.dtype))
-    elif state_dtype == torch.bfloat16:
-        seed_of_buffer = stream_seed(seed, salt, name)
-        state[name] = _like(param, stochastic_round_to_bf16(value, step, seed_of_buffer, first))
-    elif state_dtype is None:
-        state[name] = _like(param, value.to(param.dtype))
-    else:
-        state[name] = _like(
-            param, value.to(state_dtype if state_dtype != "int8" else torch.float32)
-        )
+    hashes = None
+    for name, value in values.items():
+        for key in (name, f"{name}_codes", f"{name}_scale"):
+            state.pop(key, None)
+        if int8_applies(param, state_dtype):
+            if hashes is None:  # the square_avg stream, shared by the buffers
+                index = torch.arange(first, first + value.numel(), device=value.device)
+                hashes = hash32(index, step, stream_seed(seed, salt, "square_avg"))
+            codes, scale = quantize_blockwise(value, SIGNED[name], noise=code_noise(hashes, name))
+            rows = scale_shape(param)
+            local_shape = (value.shape[0], rows[1]) if len(rows) == 2 else rows
+            state[f"{name}_codes"] = _like(param, codes)
+            state[f"{name}_scale"] = _like(param, scale.view(local_shape), rows)
+        elif torch.is_complex(value):
+            state[name] = _like(param, value.to(param.dtype))
+        elif state_dtype == torch.bfloat16:
+            seed_of_buffer = stream_seed(seed, salt, name)
+            state[name] = _like(param, stochastic_round_to_bf16(value, step, seed_of_buffer, first))
+        elif state_dtype is None:
+            state[name] = _like(param, value.to(param.dtype))
+        else:
+            state[name] = _like(
+                param, value.to(state_dtype if state_dtype != "int8" else torch.float32)
+            )
 
 
 def state_bytes(state: dict[str, Any]) -> int:

@@ -278,19 +278,12 @@ class RMSprop(Optimizer):
             if key != "step" and torch.is_tensor(value):
                 state[key] = value.to(device=p.device)
         step = int(state["step"]) if "step" in state else 0
-        for name in BUFFERS:
-            if has(state, name) and not in_form(state, name, p, group["state_dtype"]):
-                value = decode(state, name)
-                encode(
-                    state,
-                    name,
-                    value,
-                    p,
-                    group["state_dtype"],
-                    step,
-                    self.rounding_seed,
-                    self._salt(p),
-                )
+        converted = {name: decode(state, name) for name in BUFFERS
+                     if has(state, name) and not in_form(state, name, p, group["state_dtype"])}  # fmt: skip
+        if converted:
+            encode(
+                state, converted, p, group["state_dtype"], step, self.rounding_seed, self._salt(p)
+            )
 
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         """State created on demand: switching momentum or centered on later works."""
@@ -304,19 +297,21 @@ class RMSprop(Optimizer):
             ("momentum_buffer", group["momentum"] > 0, 0.0),
             ("grad_avg", group["centered"], 0.0),
         )
+        compact: dict[str, Tensor] = {}
         for key, needed, start in wanted:
             if not needed or has(state, key):
                 continue
             if state_dtype in COMPACT:  # a DTensor's state: built from its local shard
-                fp32 = torch.full_like(
+                compact[key] = torch.full_like(
                     local(p), start, dtype=torch.float32 if not p.is_complex() else p.dtype
                 )
-                encode(state, key, fp32, p, state_dtype, 0, self.rounding_seed, self._salt(p))
             else:
                 dtype = p.dtype if state_dtype is None or torch.is_complex(p) else state_dtype
                 state[key] = torch.full_like(
                     p, start, dtype=dtype, memory_format=torch.preserve_format
                 )
+        if compact:
+            encode(state, compact, p, state_dtype, 0, self.rounding_seed, self._salt(p))
         return state
 
     def _salt(self, p: Tensor) -> int:
@@ -393,8 +388,7 @@ class RMSprop(Optimizer):
                 param.copy_(
                     stochastic_round_to_bf16(param_work, step, param_seed, first_element(p))
                 )
-            for key, value in work.items():
-                encode(state, key, value, p, group["state_dtype"], step, self.rounding_seed, salt)
+            encode(state, work, p, group["state_dtype"], step, self.rounding_seed, salt)
         return used
 
     def _fused_impl(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> str:
