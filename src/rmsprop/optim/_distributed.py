@@ -39,10 +39,8 @@ def _local_sumsq(g: Tensor, world: int) -> Tensor:
         torch.view_as_real(values).double() ** 2 if values.is_complex() else values.double() ** 2
     )
     if is_dtensor(g):
-        from torch.distributed.tensor import Replicate, Shard
+        from torch.distributed.tensor import Replicate
 
-        if all(isinstance(pl, Shard) for pl in g.placements):
-            return total
         if all(isinstance(pl, Replicate) for pl in g.placements):
             return total / world
     return total
