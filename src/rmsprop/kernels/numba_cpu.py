@@ -217,11 +217,13 @@ def _load(x, i, bf16):
 
 
 @njit(inline="always")
-def _store(x, i, value, bf16, offset):
+def _store(x, i, value, bf16, index, offset):
     """(10) Writes param element ``i``: as is, or (``bf16``) stochastically rounded to bf16
-    from the param's stream (``offset``), as ``codecs.stochastic_round_to_bf16``."""
+    from the param's stream, as ``codecs.stochastic_round_to_bf16``: the noise of
+    ``index + offset`` (``i`` and the stream's offset, or a block-local index and an offset
+    that includes the block's start: a 32-bit induction variable vectorises 16 lanes wide)."""
     if bf16:
-        x[i] = _bf16_encode(value, i, offset)
+        x[i] = _bf16_encode(value, index, offset)
     else:
         x[i] = value
 
@@ -342,7 +344,7 @@ def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, 
     param (``bf16``) on the param stream."""
     centered, momentum_mode = flags[CENTERED] == 1, flags[MOMENTUM_MODE] != 0
     top_v, top_m, top_b = _u32(0), _u32(0), _u32(0)
-    p_offset = offsets[3]
+    p_offset = _u32(offsets[3] + _u32(start))  # noise of j + p_offset == of i + offsets[3]
     for j in range(count):
         i = start + j
         mi = _decode_signed(mq[i]) * scale[1] if centered else s[EPS]
@@ -350,7 +352,7 @@ def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, 
         pi, vi, mi, bi = _update(flags, _load(g, i, bf16), _load(p, i, bf16),
                                  _decode_unsigned(vq[i]) * scale[0], mi, bi, s, lerp_low,
                                  correction)  # fmt: skip
-        _store(p, i, pi, bf16, p_offset)
+        _store(p, i, pi, bf16, j, p_offset)
         new[0, j] = vi
         top_v = max(top_v, _magnitude_bits(vi))
         if centered:
@@ -416,7 +418,7 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float", bf16_param
                     bi = b[i] if momentum_mode else s[EPS]
                     pi, vi, mi, bi = _update(flags, _load(g, i, bf16), _load(p, i, bf16), v[i], mi,
                                              bi, s, lerp_low, correction)  # fmt: skip
-                    _store(p, i, pi, bf16, p_offset)
+                    _store(p, i, pi, bf16, i, p_offset)
                     v[i] = vi
                     if centered:
                         m[i] = mi
@@ -485,7 +487,7 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float", bf16_param
                 bi = _bf16_decode(b[i]) if momentum_mode else s[EPS]
                 pi, vi, mi, bi = _update(flags, _load(g, i, bf16), _load(p, i, bf16),
                                          _bf16_decode(v[i]), mi, bi, s, lerp_low, correction)  # fmt: skip
-                _store(p, i, pi, bf16, p_offset)
+                _store(p, i, pi, bf16, i, p_offset)
                 v[i] = _bf16_encode(vi, i, v_offset)
                 if centered:
                     m[i] = _bf16_encode(mi, i, m_offset)
