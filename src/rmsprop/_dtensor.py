@@ -18,3 +18,11 @@ def is_dtensor(t: object) -> bool:
 def local(t: Tensor | None) -> Tensor | None:
     """The local shard of a DTensor (same storage); any other tensor as it is."""
     return t.to_local() if is_dtensor(t) else t
+
+
+def any_dtensor(tensors: list[Tensor]) -> bool:
+    """Is any of ``tensors`` a DTensor? (One type test per distinct type: cheap for the
+    thousands of parameters of a large model.)"""
+    return DTensor is not None and any(
+        issubclass(kind, DTensor) for kind in set(map(type, tensors))
+    )

@@ -126,3 +126,31 @@ def test_bench_tiny_smoke(tmp_path):
     assert {"torch.optim for-loop", "rmsprop single", "rmsprop numba"} <= impls
     assert data["triad_gbps"]["torch"] > 0
     assert all(row["median_ms"] > 0 for row in data["rows"])
+
+
+def test_bench_state_suite_compares_the_state_forms(tmp_path, monkeypatch):
+    """The state suites time fp32, bf16 and int8 state round-robin (fp32 params, then bf16
+    params with stochastic rounding) and report each form's bytes per parameter."""
+    import json
+
+    from rmsprop.cli.bench_suites import SUITES, Suite
+
+    shapes = ((32, 64), (8192,))  # a tensor under the 8-bit threshold, one above it
+    monkeypatch.setitem(
+        SUITES, "state-tiny", Suite("state-tiny", "smoke", shapes, state_forms="fp32+bf16")
+    )
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--suite", "state-tiny", "--repeats", "2", "--json", str(path)]) == 0
+    rows = json.loads(Path(path).read_text())["rows"]
+    assert len(rows) == 3 * 2 * 2  # state forms x configs x param forms
+    numel = 32 * 64 + 8192
+    plain = {row["impl"]: row for row in rows if row["config"] == "plain"}
+    expected_bytes = {  # square_avg only: fp32 4; bf16 2; int8 codes + a scale per 256 (+ fp32 small)
+        "fp32": 4.0, "bf16": 2.0, "int8": (4 * 32 * 64 + 8192 + 4 * 8192 / 256) / numel,
+    }  # fmt: skip
+    for form, per_param in expected_bytes.items():
+        for prefix in ("", "bf16 params SR, "):
+            row = plain[f"rmsprop auto, {prefix}{form} state"]
+            assert row["note"].startswith(f"{per_param:.3f} state bytes/param; ran numba")
+            assert row["median_ms"] > 0 and row["speedup_vs_torch"] > 0
+    assert plain["rmsprop auto, fp32 state"]["speedup_vs_torch"] == 1.0

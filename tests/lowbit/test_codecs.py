@@ -191,3 +191,25 @@ def test_hash_matches_a_plain_python_transcription():
     offset = (7 * 0x9E3779B9 + 5 * 0x85EBCA6B) & 0xFFFFFFFF
     expected = [lowbias32((i + offset) & 0xFFFFFFFF) for i in range(1000)]
     assert got.tolist() == expected
+
+
+@pytest.mark.parametrize("seed", [0, 12345, -7, 2**63 + 11, -(2**70)])
+def test_stream_offsets_table_is_the_per_stream_formula(seed):
+    """The kernels' table of offsets (numpy, wrapping uint64) equals ``stream_offset`` of
+    each stream's ``stream_seed`` plus the shard's first element, mod 2**32, also for seeds,
+    steps and offsets far beyond 32 bits and for negative seeds."""
+    steps = [0, 1, 7, 2**24 + 3, 2**31 + 5, 2**40 + 3]
+    positions = [0, 3, 2**20, 2**33 + 1, 5, 9]
+    firsts = [0, 4096, 2**40 + 17, 0, 256, 2**32]
+    table = codecs.stream_offsets(steps, seed, positions, firsts)
+    assert table.shape == (len(steps), len(codecs.STREAMS)) and table.dtype == np.uint64
+    for row, (step, position, first) in enumerate(zip(steps, positions, firsts)):
+        for column, name in enumerate(codecs.STREAMS):
+            stream = codecs.stream_seed(seed, position, name)
+            offset = (step * 0x9E3779B9 + stream * 0x85EBCA6B + first) % 2**32
+            assert (
+                int(table[row, column])
+                == offset
+                == (codecs.stream_offset(step, stream) + first) % 2**32
+            )
+    assert codecs.stream_offsets([], seed, [], []).shape == (0, len(codecs.STREAMS))

@@ -275,3 +275,30 @@ def test_compact_state_runs_the_fused_kernels(state_dtype, monkeypatch):
     for impl in ("numba", "triton"):
         _, opt = _train(state_dtype, CONFIGS["momentum_centered"], impl=impl, steps=2)
         assert opt.last_impl[0] == impl
+
+
+@pytest.mark.parametrize("state_dtype", [None, *COMPACT], ids=["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("impl", ["numba", "triton"])
+@pytest.mark.parametrize("damage", ["strided", "dtype"])
+def test_fused_kernels_refuse_state_they_cannot_read_and_change_nothing(state_dtype, impl, damage,
+                                                                       monkeypatch):  # fmt: skip
+    """A state buffer replaced by a strided view or by another dtype (which a kernel would
+    read as the wrong bytes) is refused with a clear error before anything is written:
+    parameters, every state tensor and the step counters stay as they were."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    p, opt = _train(state_dtype, CONFIGS["momentum_centered"], impl=impl, steps=1, shape=(64, 128))
+    key = "momentum_buffer_codes" if state_dtype == "int8" else "momentum_buffer"
+    good = opt.state[p][key]
+    if damage == "strided":
+        wide = torch.empty(good.shape[0], good.shape[1] * 2, dtype=good.dtype)
+        wide[:, ::2] = good
+        opt.state[p][key] = wide[:, ::2]
+    else:
+        opt.state[p][key] = good.double()
+    p.grad = torch.ones_like(p)
+    before = p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()}
+    with pytest.raises(RuntimeError, match=f"impl='{impl}' needs"):
+        opt.step()
+    assert torch.equal(p.detach(), before[0])
+    for k, v in opt.state[p].items():
+        assert torch.equal(v, before[1][k]), k

@@ -307,10 +307,10 @@ def run_bench(suites: list[str], repeats: int, device: str, json_path: Path | No
             suite = SUITES[name]
             if suite.sparse_rows:
                 rows += run_embedding(suite, repeats, device, progress)
-            elif suite.name == "state":
+            elif suite.state_forms:
                 for config in suite.configs:
                     rows += run_state(suite, config, repeats, device, progress)
-                for config in suite.configs:
+                for config in suite.configs if "bf16" in suite.state_forms else ():
                     rows += run_state(suite, config, repeats, device, progress, bf16_params=True)
             else:
                 for config in suite.configs:
@@ -336,5 +336,5 @@ def run_bench(suites: list[str], repeats: int, device: str, json_path: Path | No
         payload = {"environment": env, "triad_gbps": triads, "repeats": repeats,
                    "rows": [asdict(r) for r in rows]}  # fmt: skip
         json_path.write_text(json.dumps(payload, indent=2))
-        console.print(f"wrote {json_path}")
+        console.print(f"wrote {json_path}", soft_wrap=True)
     return 0

@@ -312,4 +312,4 @@ def _print_summary(result: DemoResult) -> None:
         table.add_row(f"char LSTM, {name} state", f"held-out accuracy {scores['accuracy']:.1%}, "
                       f"loss {scores['loss']:.3f}, {scores['bytes']:.2f} state bytes/param")  # fmt: skip
     console.print(table)
-    console.print(f"report: {result.report}")
+    console.print(f"report: {result.report}", soft_wrap=True)  # a path: never broken by rich

@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--suite",
         default="large,many-small,embedding",
-        help="comma-separated suites: large, many-small, embedding, tiny",
+        help="comma-separated suites: large, many-small, embedding, state (fp32 / bf16 / int8 "
+        "optimizer state), state-many-small, tiny",
     )
     bench.add_argument("--repeats", type=int, default=20, help="timed steps per measurement")
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

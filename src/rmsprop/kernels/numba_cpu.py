@@ -50,8 +50,8 @@ from ..lowbit.codecs import (
     noise_field,
     stream_offsets,
 )
-from ..lowbit.state import BUFFERS, buffers_in_use, kernel_row
-from ..optim._common import Hyper, step_value, to_scalar_lr
+from ..lowbit.state import BUFFERS, buffers_in_use, kernel_table
+from ..optim._common import Hyper, to_scalar_lr
 
 CHUNK = 1 << 15
 
@@ -551,12 +551,19 @@ def kernel_for(hp: Hyper, state_format: str = "float", bf16_params: bool = False
     return _KERNELS[key]
 
 
-def _corrections(hp: Hyper, state_steps: list[Tensor], dtype: np.dtype) -> np.ndarray:
-    """(6) ``1 - alpha**step`` per tensor, computed in double and used in the tensor dtype
-    (as torch does); ones when there is no bias correction."""
+def _step_values(state_steps: list[Tensor]) -> list[float]:
+    """The step counters' values (``step_value``), read once per step."""
+    return [st.item() for st in state_steps]
+
+
+def _corrections(hp: Hyper, steps: list[float], dtype: np.dtype) -> np.ndarray:
+    """(6) ``1 - alpha**step`` per tensor (``steps``: the counters' values), computed in
+    double and used in the tensor dtype (as torch does); ones when there is no bias
+    correction. Computed once per distinct step (usually one for the whole group)."""
     if not hp.bias_correction:
-        return np.ones(len(state_steps), dtype)
-    return np.array([1 - hp.alpha ** step_value(st) for st in state_steps], dtype)
+        return np.ones(len(steps), dtype)
+    by_step = {step: 1 - hp.alpha**step for step in set(steps)}
+    return np.array([by_step[step] for step in steps], dtype)
 
 
 def _flags(hp: Hyper) -> tuple[int, ...]:
@@ -579,14 +586,12 @@ def step(
     """One fused step over every tensor of the lists (grouped by dtype)."""
     lr = float(to_scalar_lr(lr))
     grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
-    torch._foreach_add_(
-        state_steps, _ONE, alpha=1.0
-    )  # (1) one wrapped scalar, as torch does on CPU
     centered, has_momentum = hp.centered, hp.momentum > 0
     by_dtype: dict[torch.dtype, list[int]] = {}
     for i, p in enumerate(params):
         by_dtype.setdefault(p.dtype, []).append(i)
-    for dtype, index in by_dtype.items():
+    tables = []
+    for dtype, index in by_dtype.items():  # every check before anything is written
         tensors = [params[i] for i in index] + [square_avgs[i] for i in index]
         tensors += [grad_avgs[i] for i in index] if centered else []
         tensors += [momentum_buffers[i] for i in index] if has_momentum else []
@@ -596,21 +601,27 @@ def step(
             )
         if any(t.dtype != dtype for t in tensors) or any(grads[i].dtype != dtype for i in index):
             raise RuntimeError("impl='numba' needs grads and state in the parameter's dtype")
-        np_dtype = _NP_DTYPES[dtype]
         addresses = np.array(
             [(params[i].data_ptr(), grads[i].data_ptr(), square_avgs[i].data_ptr(),
               grad_avgs[i].data_ptr() if centered else 0,
               momentum_buffers[i].data_ptr() if has_momentum else 0) for i in index],
             dtype=np.int64,
         ).reshape(len(index), 5)  # fmt: skip
-        _launch(kernel_for(hp), [params[i] for i in index], [state_steps[i] for i in index], hp,
-                lr, np_dtype, addresses, np.zeros((len(index), 3), np.int64),
+        tables.append((_NP_DTYPES[dtype], index, addresses))
+    torch._foreach_add_(
+        state_steps, _ONE, alpha=1.0
+    )  # (1) one wrapped scalar, as torch does on CPU
+    steps = _step_values(state_steps)
+    for np_dtype, index, addresses in tables:
+        _launch(kernel_for(hp), [params[i] for i in index], [steps[i] for i in index], hp, lr,
+                np_dtype, addresses, np.zeros((len(index), 3), np.int64),
                 np.zeros((len(index), 4), np.uint64))  # fmt: skip
 
 
 def _launch(kernel, params, steps, hp, lr, dtype, addresses, scales, offsets) -> None:
     """Runs ``kernel`` (``_make_kernel``'s signature) over every element of ``params``,
-    split into chunks; ``dtype``: the dtype of the math (and of the scalars)."""
+    split into chunks; ``steps``: their step counters' values; ``dtype``: the dtype of the
+    math (and of the scalars)."""
     sizes = tuple(p.numel() for p in params)
     chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
     kernel(addresses, np.array(sizes, np.int64), _corrections(hp, steps, dtype), chunk_tensor,
@@ -719,26 +730,15 @@ def step_compact(
         )
     math = np.dtype(np.float32) if round_param else _NP_DTYPES[dtype]
     grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
-    steps = [st["step"] for st in states]
-    torch._foreach_add_(steps, _ONE, alpha=1.0)  # (1)
-    names = buffers_in_use(hp.centered, hp.momentum)
     stored = _STATE_DTYPES.get(fmt, torch.float32 if round_param else dtype)
-    rows = [kernel_row(p, g, st, names, fmt == "int8") for p, g, st in zip(params, grads, states)]
-    if not all(p.is_contiguous() for p in params) or any(
-        not b.is_contiguous() or b.dtype != stored
-        for _, _, buffers in rows
-        for b in buffers.values()
-    ):
-        raise RuntimeError(
-            f"impl='numba' needs contiguous parameters and contiguous {stored} state here"
-        )
-    addresses = np.array([pointers for pointers, _, _ in rows], np.int64).reshape(-1, 5)
-    scales = np.array([scale for _, scale, _ in rows], np.int64).reshape(-1, 3)
-    _launch(kernel_for(hp, fmt, round_param), params, steps, hp, lr, math, addresses, scales,
-            _stream_offsets(steps, seed, salts, firsts))  # fmt: skip
-
-
-def _stream_offsets(steps: list, seed: int, salts: list[int], firsts: list[int]) -> np.ndarray:
-    """``codecs.hash32``'s offsets per tensor at its step: columns v, ḡ, b, param."""
-    return np.array([stream_offsets(int(step_value(st)), seed, salt, first)
-                     for st, salt, first in zip(steps, salts, firsts)], dtype=np.uint64)  # fmt: skip
+    # The table checks every tensor: before anything (the step counters too) is written.
+    addresses, scales = kernel_table(params, grads, states,
+                                     buffers_in_use(hp.centered, hp.momentum), fmt == "int8",
+                                     stored, "numba")  # fmt: skip
+    state_steps = [st["step"] for st in states]
+    torch._foreach_add_(state_steps, _ONE, alpha=1.0)  # (1)
+    steps = _step_values(state_steps)
+    offsets = stream_offsets([int(step) for step in steps], seed, salts, firsts)
+    _launch(kernel_for(hp, fmt, round_param), params, steps, hp, lr, math,
+            np.array(addresses, np.int64).reshape(-1, 5), np.array(scales, np.int64).reshape(-1, 3),
+            offsets)  # fmt: skip

@@ -38,7 +38,7 @@ from ..lowbit.codecs import (
     noise_field,
     stream_offsets,
 )
-from ..lowbit.state import buffers_in_use, kernel_row
+from ..lowbit.state import buffers_in_use, kernel_table
 from ..optim._common import Hyper, step_value, to_scalar_lr
 
 BLOCK = 1024
@@ -348,28 +348,29 @@ def step(
 ) -> None:
     """One launch per (param dtype, state dtype) bucket of the group."""
     lr = float(to_scalar_lr(lr))
-    torch._foreach_add_(state_steps, 1.0)  # (1)
     buckets: dict[tuple[torch.dtype, torch.dtype], list[int]] = {}
-    for i, p in enumerate(params):
-        if p.dtype not in _TL or square_avgs[i].dtype not in _TL:
+    states = [(square_avgs[i], grad_avgs[i] if hp.centered else None,
+               momentum_buffers[i] if hp.momentum > 0 else None) for i in range(len(params))]  # fmt: skip
+    for i, p in enumerate(params):  # every check before anything is written
+        kinds = {s.dtype for s in states[i] if s is not None}
+        if p.dtype not in _TL or square_avgs[i].dtype not in _TL or len(kinds) != 1:
             raise RuntimeError(
-                f"impl='triton' supports float32, float16 and bfloat16, not {p.dtype}"
+                "impl='triton' needs float32, float16 or bfloat16 params and state buffers "
+                f"of one such dtype (got {p.dtype} params, state {sorted(map(str, kinds))})"
+            )
+        if not p.is_contiguous() or any(s is not None and not s.is_contiguous() for s in states[i]):
+            raise RuntimeError(
+                "impl='triton' needs contiguous parameters and state (use impl='foreach')"
             )
         buckets.setdefault((p.dtype, square_avgs[i].dtype), []).append(i)
+    torch._foreach_add_(state_steps, 1.0)  # (1)
     device = params[0].device
     for (ptype, stype), index in buckets.items():
         addresses, sizes, blocks_t, blocks_s, corrections = [], [], [], [], []
         for row, i in enumerate(index):
             g = grads[i].contiguous()
             grads[i] = g  # keep the contiguous copy alive until the launch is done
-            state = (square_avgs[i], grad_avgs[i] if hp.centered else None,
-                     momentum_buffers[i] if hp.momentum > 0 else None)  # fmt: skip
-            if not params[i].is_contiguous() or any(
-                s is not None and not s.is_contiguous() for s in state
-            ):
-                raise RuntimeError(
-                    "impl='triton' needs contiguous parameters and state (use impl='foreach')"
-                )
+            state = states[i]
             addresses += [params[i].data_ptr(), g.data_ptr(), state[0].data_ptr(),
                           state[1].data_ptr() if state[1] is not None else 0,
                           state[2].data_ptr() if state[2] is not None else 0]  # fmt: skip
@@ -395,6 +396,7 @@ def step(
 
 
 _FORMATS = {None: 0, torch.float32: 0, torch.bfloat16: 1, "int8": 2}
+_STORED = {0: torch.float32, 1: torch.bfloat16, 2: torch.uint8}  # the state, by format
 
 
 def step_compact(
@@ -419,21 +421,18 @@ def step_compact(
     ptype = params[0].dtype
     if ptype not in _TL or any(p.dtype != ptype for p in params):
         raise RuntimeError("the fused compact-state kernel needs params of one float dtype")
+    grads = [g.contiguous() for g in grads]  # alive until the launch is done
+    # The table checks every tensor: before anything (the step counters too) is written.
+    addresses, scales = kernel_table(params, grads, states,
+                                     buffers_in_use(hp.centered, hp.momentum), fmt == 2,
+                                     _STORED[fmt], "triton")  # fmt: skip
     steps = [st["step"] for st in states]
     torch._foreach_add_(steps, 1.0)  # (1)
+    step_values = [int(step_value(st)) for st in steps]
     block = 256 if fmt == 2 else BLOCK
-    names = buffers_in_use(hp.centered, hp.momentum)
-    addresses, scales, offsets, sizes, corrections, blocks_t, blocks_s = [], [], [], [], [], [], []
-    for row, (p, g, st, salt) in enumerate(zip(params, grads, states, salts)):
-        g = g.contiguous()
-        grads[row] = g  # keep the contiguous copy alive until the launch is done
-        step = int(step_value(st["step"]))
-        pointers, scale_pointers, buffers = kernel_row(p, g, st, names, fmt == 2)
-        if not p.is_contiguous() or not all(b.is_contiguous() for b in buffers.values()):
-            raise RuntimeError("impl='triton' needs contiguous parameters and state")
-        addresses += pointers
-        scales += scale_pointers
-        offsets += stream_offsets(step, seed, salt, firsts[row])  # v, ḡ, b, param; shard offset
+    offsets = stream_offsets(step_values, seed, salts, firsts)  # v, ḡ, b, param; shard offset
+    sizes, corrections, blocks_t, blocks_s = [], [], [], []
+    for row, (p, step) in enumerate(zip(params, step_values)):
         n = p.numel()
         sizes.append(n)
         corrections.append(1 - hp.alpha**step if hp.bias_correction else 1.0)
@@ -448,7 +447,7 @@ def step_compact(
         return torch.tensor(values, dtype=dtype, device=device)
 
     _compact_kernel[(len(blocks_t),)](
-        table(addresses, torch.int64), table(scales, torch.int64), table(offsets, torch.int64),
+        table(addresses, torch.int64), table(scales, torch.int64), table(offsets.tolist(), torch.int64),
         table(sizes, torch.int64), table(corrections, torch.float32),
         table(blocks_t, torch.int64), table(blocks_s, torch.int64),
         *_scalars(hp, lr), PARAM_T=_TL[ptype], FORMAT=fmt, ROUND_PARAM=round_param,

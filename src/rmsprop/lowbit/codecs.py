@@ -50,6 +50,8 @@ same bits in every implementation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -162,12 +164,25 @@ def stream_offset(step: int, seed: int) -> int:
     return (step * 0x9E3779B9 + seed * 0x85EBCA6B) & MASK32
 
 
-def stream_offsets(step: int, rounding_seed: int, position: int, first: int = 0) -> list[int]:
-    """The offsets of all four streams of one tensor at ``step``, in ``STREAMS`` order (what
-    the fused kernels take as a table row); ``first``: the stream index of the tensor's
-    first element (a shard's global offset), folded into the offset."""
-    return [(stream_offset(step, stream_seed(rounding_seed, position, name)) + first) & MASK32
-            for name in STREAMS]  # fmt: skip
+def stream_offsets(
+    steps: Sequence[int], rounding_seed: int, positions: Sequence[int], firsts: Sequence[int]
+) -> np.ndarray:
+    """The offsets of the four streams (``STREAMS`` order) of many tensors, one row per
+    tensor at its step: the table the fused kernels take. ``firsts``: the stream index of
+    each tensor's first element (a shard's global offset), folded into its offsets.
+
+    ``stream_offset(step, stream_seed(...)) + first`` mod 2**32 for every cell, computed in
+    numpy's wrapping uint64 arithmetic (one pass for all tensors, not a Python loop per
+    tensor and stream): exact, since only the low 32 bits of each sum are kept and the
+    low 32 bits of a product depend only on the low 32 bits of its factors."""
+    u64 = np.uint64
+    low = [x % 2**32 for x in (*steps, *positions, *firsts, rounding_seed)]
+    n = len(steps)
+    step, position, first = (np.array(low[k * n : (k + 1) * n], u64) for k in range(3))
+    seed = u64(low[-1] * 7919) + position[:, None] * u64(len(STREAMS))
+    seed = seed + np.arange(len(STREAMS), dtype=u64)  # stream_seed, per column
+    offsets = step[:, None] * u64(0x9E3779B9) + seed * u64(0x85EBCA6B) + first[:, None]
+    return offsets & u64(MASK32)
 
 
 def hash32(index: Tensor, step: int, seed: int) -> Tensor:

@@ -51,17 +51,38 @@ def buffers_in_use(centered: bool, momentum: float) -> list[str]:
     return [name for name, on in zip(BUFFERS, (True, centered, momentum > 0)) if on]
 
 
-def kernel_row(param: Tensor, grad: Tensor, state: dict[str, Any], names: list[str],
-               int8: bool) -> tuple[list[int], list[int], dict[str, Tensor]]:  # fmt: skip
-    """One tensor as the fused compact-state kernels (numba, Triton) take it: the data
-    pointers of (p, g, v, ḡ, b) and of the 8-bit block scales of (v, ḡ, b), 0 where a
-    buffer is not kept, and the buffers ``names`` themselves (the uint8 codes for ``int8``),
-    for the caller's checks."""
-    buffers = {n: state[f"{n}_codes"] if int8 else state[n] for n in names}
-    pointers = [param.data_ptr(), grad.data_ptr()]
-    pointers += [buffers[n].data_ptr() if n in buffers else 0 for n in BUFFERS]
-    scales = [state[f"{n}_scale"].data_ptr() if int8 and n in buffers else 0 for n in BUFFERS]
-    return pointers, scales, buffers
+def kernel_table(params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+                 names: list[str], int8: bool, stored: torch.dtype,
+                 impl: str) -> tuple[list[int], list[int]]:  # fmt: skip
+    """The tensors as the fused compact-state kernels (numba, Triton) take them: per
+    tensor, the data pointers of (p, g, v, ḡ, b) and of the 8-bit block scales of (v, ḡ,
+    b), 0 where a buffer is not kept, flattened row after row. Raises ``RuntimeError``
+    (naming ``impl``) before anything runs unless every param and kept buffer (``names``;
+    the uint8 codes for ``int8``) is contiguous and every buffer is of dtype ``stored``.
+
+    One pass, a few operations per tensor: with thousands of small tensors this table is
+    most of a step's cost outside the kernel."""
+    keys = [f"{n}_codes" if int8 else n for n in names]
+    scale_keys = [f"{n}_scale" for n in names] if int8 else []
+    slots = [BUFFERS.index(n) for n in names]
+    pointers: list[int] = []
+    scales: list[int] = []
+    for p, g, st in zip(params, grads, states):
+        row, scale_row = [p.data_ptr(), g.data_ptr(), 0, 0, 0], [0, 0, 0]
+        ok = p.is_contiguous()
+        for slot, key in zip(slots, keys):
+            buffer = st[key]
+            ok = ok and buffer.is_contiguous() and buffer.dtype == stored
+            row[2 + slot] = buffer.data_ptr()
+        for slot, key in zip(slots, scale_keys):
+            scale_row[slot] = st[key].data_ptr()
+        if not ok:
+            raise RuntimeError(
+                f"impl={impl!r} needs contiguous parameters and contiguous {stored} state here"
+            )
+        pointers += row
+        scales += scale_row
+    return pointers, scales
 
 
 def scale_shape(param: Tensor) -> tuple[int, ...]:

@@ -10,11 +10,21 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiable
 
+from .._dtensor import any_dtensor
 from .._validation import NON_NEGATIVE, check_choice, check_real, validate_hyperparameters
 from ..algorithm import ALGORITHM
 from ..kernels.dispatch import backend
 from ..lowbit.codecs import stochastic_round_to_bf16, stream_seed
-from ..lowbit.state import BUFFERS, COMPACT, decode, encode, first_element, has, in_form
+from ..lowbit.state import (
+    BUFFERS,
+    COMPACT,
+    buffers_in_use,
+    decode,
+    encode,
+    first_element,
+    has,
+    in_form,
+)
 from ..presets import get_preset
 from ._common import Hyper
 from ._distributed import any_nonfinite, clip_scale, is_dtensor, local, squared_norms
@@ -285,6 +295,19 @@ class RMSprop(Optimizer):
                 state, converted, p, group["state_dtype"], step, self.rounding_seed, self._salt(p)
             )
 
+    def _init_states(self, params: list[Tensor], group: dict[str, Any]) -> list[dict[str, Any]]:
+        """``_init_state`` of each of ``params`` (a group's), with one quick test per
+        parameter whose state is complete (the usual case: every step after the first)."""
+        kept = buffers_in_use(group["centered"], group["momentum"])
+        keys = [(name, f"{name}_codes") for name in kept]
+        states = []
+        for p in params:
+            state = self.state[p]
+            if "step" not in state or not all(k in state or c in state for k, c in keys):
+                state = self._init_state(p, group)
+            states.append(state)
+        return states
+
     def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         """State created on demand: switching momentum or centered on later works."""
         state = self.state[p]
@@ -316,11 +339,13 @@ class RMSprop(Optimizer):
 
     def _salt(self, p: Tensor) -> int:
         """A per-parameter number for the stochastic-rounding stream (its position)."""
-        if not hasattr(self, "_salts") or p not in self._salts:
+        salt = getattr(self, "_salts", {}).get(p)
+        if salt is None:
             self._salts = {
                 q: i for i, q in enumerate(q for g in self.param_groups for q in g["params"])
             }
-        return self._salts[p]
+            salt = self._salts[p]
+        return salt
 
     # ------------------------------------------------------------------ the step
     def _grads(self) -> list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]:
@@ -396,7 +421,8 @@ class RMSprop(Optimizer):
         or "triton" when their fused kernel can run the whole group, else "per-tensor"."""
         if not params or any(is_sparse(g) or p.is_complex() for p, g in zip(params, grads)):
             return "per-tensor"
-        params = [local(p) for p in params]  # DTensors: the kernels update the local shards
+        if any_dtensor(params):  # DTensors: the kernels update the local shards
+            params = [local(p) for p in params]
         from .functional import select_impl
 
         state_dtype, dtypes = group["state_dtype"], {p.dtype for p in params}
@@ -418,7 +444,7 @@ class RMSprop(Optimizer):
         state form: decode, update, encode in registers. Under int8, tensors below the
         size threshold keep fp32 state and run in a second launch."""
         hp = Hyper.from_group(group)
-        states = [self._init_state(p, group) for p in params]
+        states = self._init_states(params, group)
         state_dtype = group["state_dtype"]
         rounded = group["stochastic_rounding"] and params[0].dtype == torch.bfloat16
         forms: dict[Any, list[int]] = {}
@@ -427,11 +453,14 @@ class RMSprop(Optimizer):
                 state_dtype if state_dtype != "int8" or "square_avg_codes" in st else torch.float32
             )
             forms.setdefault(form, []).append(i)
-        for form, index in forms.items():  # DTensors: their local shards and state
-            ps, gs = [local(params[i]) for i in index], [local(grads[i]) for i in index]
-            sts = [{k: local(v) for k, v in states[i].items()} for i in index]
-            salts = [self._salt(params[i]) for i in index]
-            firsts = [first_element(params[i]) for i in index]
+        sharded = any_dtensor(params)
+        for form, index in forms.items():
+            ps, gs = [params[i] for i in index], [grads[i] for i in index]
+            sts, salts = [states[i] for i in index], [self._salt(p) for p in ps]
+            firsts = [first_element(p) for p in ps] if sharded else [0] * len(ps)
+            if sharded:  # DTensors: their local shards and state
+                ps, gs = [local(p) for p in ps], [local(g) for g in gs]
+                sts = [{k: local(v) for k, v in st.items()} for st in sts]
             backend(impl).step_compact(ps, gs, sts, lr=group["lr"], hp=hp, state_dtype=form,
                                        round_param=rounded, seed=self.rounding_seed, salts=salts,
                                        firsts=firsts)  # fmt: skip
