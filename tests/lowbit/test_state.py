@@ -302,3 +302,21 @@ def test_fused_kernels_refuse_state_they_cannot_read_and_change_nothing(state_dt
     assert torch.equal(p.detach(), before[0])
     for k, v in opt.state[p].items():
         assert torch.equal(v, before[1][k]), k
+
+
+def test_sparse_gradient_with_compact_state_is_refused_before_any_update():
+    """Compact state has no sparse path: the error comes before the dense parameter next
+    to the sparse one is updated."""
+    dense = torch.zeros(64, 96, requires_grad=True)
+    table = torch.zeros(4096, 4, requires_grad=True)
+    opt = rmsprop.RMSprop([dense, table], lr=0.01, state_dtype="int8", momentum=0.9)
+    dense.grad, table.grad = torch.ones_like(dense), torch.ones_like(table)
+    opt.step()
+    before = dense.detach().clone(), {k: v.clone() for k, v in opt.state[dense].items()}
+    dense.grad = torch.ones_like(dense)
+    table.grad = torch.sparse_coo_tensor(torch.tensor([[3]]), torch.ones(1, 4), (4096, 4))
+    with pytest.raises(RuntimeError, match="sparse gradients with state_dtype"):
+        opt.step()
+    assert torch.equal(dense.detach(), before[0])
+    for key, value in opt.state[dense].items():
+        assert torch.equal(value, before[1][key]), key

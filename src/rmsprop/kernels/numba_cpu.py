@@ -51,7 +51,7 @@ from ..lowbit.codecs import (
     stream_offsets,
 )
 from ..lowbit.state import BUFFERS, buffers_in_use, kernel_table
-from ..optim._common import Hyper, to_scalar_lr
+from ..optim._common import Hyper, step_value, to_scalar_lr
 
 CHUNK = 1 << 15
 
@@ -552,8 +552,8 @@ def kernel_for(hp: Hyper, state_format: str = "float", bf16_params: bool = False
 
 
 def _step_values(state_steps: list[Tensor]) -> list[float]:
-    """The step counters' values (``step_value``), read once per step."""
-    return [st.item() for st in state_steps]
+    """The step counters' values, read once per step."""
+    return [step_value(st) for st in state_steps]
 
 
 def _corrections(hp: Hyper, steps: list[float], dtype: np.dtype) -> np.ndarray:

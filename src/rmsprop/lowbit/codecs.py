@@ -176,13 +176,14 @@ def stream_offsets(
     tensor and stream): exact, since only the low 32 bits of each sum are kept and the
     low 32 bits of a product depend only on the low 32 bits of its factors."""
     u64 = np.uint64
-    low = [x % 2**32 for x in (*steps, *positions, *firsts, rounding_seed)]
-    n = len(steps)
-    step, position, first = (np.array(low[k * n : (k + 1) * n], u64) for k in range(3))
-    seed = u64(low[-1] * 7919) + position[:, None] * u64(len(STREAMS))
-    seed = seed + np.arange(len(STREAMS), dtype=u64)  # stream_seed, per column
-    offsets = step[:, None] * u64(0x9E3779B9) + seed * u64(0x85EBCA6B) + first[:, None]
-    return offsets & u64(MASK32)
+
+    def column(values: Sequence[int]) -> np.ndarray:  # the low 32 bits, one row per tensor
+        return np.array([v % 2**32 for v in values], u64).reshape(-1, 1)
+
+    step, position, first = column(steps), column(positions), column(firsts)
+    streams = np.arange(len(STREAMS), dtype=u64)  # stream_seed, one column per stream
+    seed = u64(rounding_seed % 2**32 * 7919) + position * u64(len(STREAMS)) + streams
+    return (step * u64(0x9E3779B9) + seed * u64(0x85EBCA6B) + first) & u64(MASK32)
 
 
 def hash32(index: Tensor, step: int, seed: int) -> Tensor:

@@ -386,14 +386,13 @@ class RMSprop(Optimizer):
         """Compact state or stochastically rounded bf16 params: per tensor, decode the state
         (and widen a bf16 param) to fp32, run the implementation, encode back (stochastic
         rounding for bf16, blockwise codes for int8). One tensor's fp32 copy at a time."""
+        if any(is_sparse(g) for g in grads):  # refused before any parameter is updated
+            raise RuntimeError(
+                "sparse gradients with state_dtype=bfloat16/'int8' or stochastic_rounding are not supported"
+            )
         hp = Hyper.from_group(group)
         used = "none"
-        for p, g in zip(params, grads):
-            if is_sparse(g):
-                raise RuntimeError(
-                    "sparse gradients with state_dtype=bfloat16/'int8' or stochastic_rounding are not supported"
-                )
-            state = self._init_state(p, group)
+        for p, g, state in zip(params, grads, self._init_states(params, group)):
             param, grad = local(p), local(g)
             work = {k: decode(state, k) for k in BUFFERS if has(state, k)}
             if param.dtype == torch.float64:  # fp64 params: fp64 math, as the fused kernel
@@ -477,8 +476,7 @@ class RMSprop(Optimizer):
         hp = Hyper.from_group(group)
         dense: tuple[list[Any], ...] = ([], [], [], [], [], [])
         used = "none"
-        for p, g in zip(params, grads):
-            state = self._init_state(p, group)
+        for p, g, state in zip(params, grads, self._init_states(params, group)):
             tensors = (p, g, state["square_avg"], state.get("grad_avg") if hp.centered else None,
                        state.get("momentum_buffer") if hp.momentum > 0 else None, state["step"])  # fmt: skip
             if is_dtensor(p):  # FSDP2: update this rank's shard in place (to_local shares storage)
