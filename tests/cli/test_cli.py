@@ -137,7 +137,7 @@ def test_bench_state_suite_compares_the_state_forms(tmp_path, monkeypatch):
 
     shapes = ((32, 64), (8192,))  # a tensor under the 8-bit threshold, one above it
     monkeypatch.setitem(
-        SUITES, "state-tiny", Suite("state-tiny", "smoke", shapes, state_forms="fp32+bf16")
+        SUITES, "state-tiny", Suite("state-tiny", "smoke", shapes, state_params=("fp32", "bf16"))
     )
     path = tmp_path / "bench.json"
     assert main(["bench", "--suite", "state-tiny", "--repeats", "2", "--json", str(path)]) == 0

@@ -307,11 +307,11 @@ def run_bench(suites: list[str], repeats: int, device: str, json_path: Path | No
             suite = SUITES[name]
             if suite.sparse_rows:
                 rows += run_embedding(suite, repeats, device, progress)
-            elif suite.state_forms:
-                for config in suite.configs:
-                    rows += run_state(suite, config, repeats, device, progress)
-                for config in suite.configs if "bf16" in suite.state_forms else ():
-                    rows += run_state(suite, config, repeats, device, progress, bf16_params=True)
+            elif suite.state_params:
+                for param_dtype in suite.state_params:
+                    for config in suite.configs:
+                        rows += run_state(suite, config, repeats, device, progress,
+                                          bf16_params=param_dtype == "bf16")  # fmt: skip
             else:
                 for config in suite.configs:
                     rows += run_dense(suite, config, repeats, device, triad, progress, only)

@@ -29,7 +29,8 @@ class Suite:
     configs: tuple[Config, ...] = (PLAIN, MOMENTUM_CENTERED)
     sparse_rows: int = 0  # embedding suites: rows looked up per step (first shape is the table)
     skip: dict[str, str] = field(default_factory=dict)  # implementation -> why it is not timed
-    state_forms: str = ""  # "fp32": compare fp32/bf16/int8 state; "fp32+bf16": bf16 params too
+    # state suites: the param dtypes under which fp32, bf16 and int8 state are compared
+    state_params: tuple[str, ...] = ()
 
     @property
     def numel(self) -> int:
@@ -69,7 +70,7 @@ SUITES = {
         "16M parameters in 40 tensors with fp32, bf16 and int8 optimizer state (fp32 params, then\n"
         "bf16 params with stochastic rounding)",
         tuple((400, 1000) for _ in range(40)),
-        state_forms="fp32+bf16",
+        state_params=("fp32", "bf16"),
     ),
     "state-many-small": Suite(
         "state-many-small",
@@ -77,7 +78,7 @@ SUITES = {
         "per-tensor bookkeeping of a step (6 state tensors per param under int8 momentum +\n"
         "centered, 3 under fp32) next to a small kernel",
         tuple((4096,) for _ in range(4000)),
-        state_forms="fp32",
+        state_params=("fp32",),
     ),
     "tiny": Suite("tiny", "smoke test: 3 tensors", ((64, 64), (64,), (10, 64))),
 }
