@@ -81,6 +81,18 @@ CHOICES: Mapping[str, tuple[Any, ...]] = {
 }
 
 
+#: How ``torch.optim`` words an out-of-range value of its own arguments ("Invalid
+#: momentum value: -1.0"): our messages start the same way, so code and tests that match
+#: torch's messages match ours.
+TORCH_PHRASES = {
+    "lr": "learning rate",
+    "eps": "epsilon value",
+    "alpha": "alpha value",
+    "momentum": "momentum value",
+    "weight_decay": "weight_decay value",
+}
+
+
 def check_real(name: str, value: Any, allowed: Interval) -> float:
     """Return ``value`` as a float, or raise naming ``name``, the value and ``allowed``."""
     if isinstance(value, bool) or (
@@ -89,6 +101,10 @@ def check_real(name: str, value: Any, allowed: Interval) -> float:
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
     number = float(value)
     if math.isnan(number) or number not in allowed:
+        if name in TORCH_PHRASES:
+            raise ValueError(
+                f"Invalid {TORCH_PHRASES[name]}: {value} ({name} must be in {allowed})"
+            )
         raise ValueError(f"{name}={value!r} is invalid: it must be in {allowed}")
     return number
 

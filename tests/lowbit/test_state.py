@@ -56,6 +56,12 @@ def test_small_tensors_keep_fp32_state_under_int8():
     assert opt.state[p]["square_avg"].dtype == torch.float32
 
 
+def ran_fused(opt, group: int = 0) -> bool:
+    """Did the group's last step run every tensor in its back end's own kernel (not one at
+    a time on fp32 working copies)?"""
+    return all(mode == "native" for mode, _, _ in opt.last_plan[group].tasks)
+
+
 @pytest.fixture
 def ieee_sqrt(monkeypatch):
     def sqrt(t):
@@ -187,21 +193,18 @@ def test_bf16_params_with_stochastic_rounding_keep_small_updates():
 
 @pytest.mark.parametrize("state_dtype", [None, torch.float32, torch.bfloat16, "int8"],
                          ids=["state-as-param", "fp32", "bf16", "int8"])  # fmt: skip
-def test_stochastic_rounding_gives_the_same_bits_in_every_impl(state_dtype, ieee_sqrt,
-                                                                monkeypatch):  # fmt: skip
+def test_stochastic_rounding_gives_the_same_bits_in_every_impl(state_dtype, ieee_sqrt):
     """bf16 params rounded stochastically: the per-tensor path (fp32 work copies) and the
-    fused numba and Triton kernels (one pass, rounding in registers; the per-tensor path
-    is removed while they run, so they must take it) write the same bits; on the CPU
-    ``auto`` picks numba's. State kept as the param's dtype (bf16 rounded to nearest)
-    runs per tensor everywhere."""
+    fused numba and Triton kernels (one pass, rounding in registers; the plan says they
+    ran every tensor in their own kernel) write the same bits; on the CPU ``auto`` picks
+    numba's. State kept as the param's dtype (bf16 rounded to nearest) runs on working
+    copies everywhere."""
     runs = {impl: _bf16_run(sr=True, impl=impl, steps=5, state_dtype=state_dtype, momentum=0.9,
-                            random_grads=True) for impl in ("single", "foreach")}  # fmt: skip
-    if state_dtype is not None:
-        monkeypatch.setattr(rmsprop.RMSprop, "_step_per_tensor", None)
-    for impl in ("numba", "triton", "auto"):
-        runs[impl] = _bf16_run(sr=True, impl=impl, steps=5, state_dtype=state_dtype, momentum=0.9,
-                               random_grads=True)  # fmt: skip
+                            random_grads=True) for impl in ("single", "foreach", "numba",
+                                                            "triton", "auto")}  # fmt: skip
     assert runs["auto"][1].last_impl[0] == "numba"
+    for impl in ("numba", "triton", "auto"):
+        assert ran_fused(runs[impl][1]) == (state_dtype is not None), impl
     for impl, (p, opt) in runs.items():
         assert torch.equal(p, runs["single"][0]), impl
         q = opt.param_groups[0]["params"][0]
@@ -210,8 +213,7 @@ def test_stochastic_rounding_gives_the_same_bits_in_every_impl(state_dtype, ieee
             assert torch.equal(value, reference.state[reference.param_groups[0]["params"][0]][key])
 
 
-def test_rounded_bf16_params_with_int8_state_small_and_large_tensors_fused(monkeypatch,
-                                                                         ieee_sqrt):  # fmt: skip
+def test_rounded_bf16_params_with_int8_state_small_and_large_tensors_fused(ieee_sqrt):
     """A group of bf16 params with int8 state: the large tensor keeps 8-bit codes, the small
     one fp32 state (under 4,096 elements); numba runs both forms fused (two launches), with
     every switch that touches the param (decoupled decay, Nesterov, centered), and writes
@@ -231,8 +233,8 @@ def test_rounded_bf16_params_with_int8_state_small_and_large_tensors_fused(monke
         return params, opt
 
     reference, ref_opt = run("single")
-    monkeypatch.setattr(rmsprop.RMSprop, "_step_per_tensor", None)
     fused, opt = run("numba")
+    assert ran_fused(opt) and len(opt.last_plan[0].tasks) == 2  # two launches, both fused
     assert "square_avg_codes" in opt.state[fused[0]] and "square_avg" in opt.state[fused[1]]
     for p, q in zip(fused, reference):
         assert torch.equal(p, q)
@@ -268,40 +270,55 @@ def test_float64_params_with_compact_state_agree_across_impls(state_dtype, ieee_
 
 
 @pytest.mark.parametrize("state_dtype", COMPACT, ids=["bf16", "int8"])
-def test_compact_state_runs_the_fused_kernels(state_dtype, monkeypatch):
+def test_compact_state_runs_the_fused_kernels(state_dtype):
     """numba and Triton take compact state in their one-pass kernels, not through the
-    per-tensor fp32 copies (which would fail here)."""
-    monkeypatch.setattr(rmsprop.RMSprop, "_step_per_tensor", None)
+    per-tensor fp32 copies."""
     for impl in ("numba", "triton"):
         _, opt = _train(state_dtype, CONFIGS["momentum_centered"], impl=impl, steps=2)
-        assert opt.last_impl[0] == impl
+        assert opt.last_impl[0] == impl and ran_fused(opt)
 
 
 @pytest.mark.parametrize("state_dtype", [None, *COMPACT], ids=["fp32", "bf16", "int8"])
-@pytest.mark.parametrize("impl", ["numba", "triton"])
+@pytest.mark.parametrize("impl", ["numba", "triton", "foreach"])
 @pytest.mark.parametrize("damage", ["strided", "dtype"])
-def test_fused_kernels_refuse_state_they_cannot_read_and_change_nothing(state_dtype, impl, damage,
-                                                                       monkeypatch):  # fmt: skip
-    """A state buffer replaced by a strided view or by another dtype (which a kernel would
-    read as the wrong bytes) is refused with a clear error before anything is written:
-    parameters, every state tensor and the step counters stay as they were."""
+def test_state_in_another_layout_or_dtype_is_read_as_stored(state_dtype, impl, damage, ieee_sqrt,
+                                                           monkeypatch):  # fmt: skip
+    """A state buffer replaced by a strided view or by another dtype (which a kernel reading
+    raw memory would misread) is decoded as what it is: the tensor runs on fp32 working
+    copies (the plan says so), its state is written back in the group's form, contiguous,
+    and the result equals impl='single' bit for bit; the next step is fused again."""
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    p, opt = _train(state_dtype, CONFIGS["momentum_centered"], impl=impl, steps=1, shape=(64, 128))
-    key = "momentum_buffer_codes" if state_dtype == "int8" else "momentum_buffer"
-    good = opt.state[p][key]
-    if damage == "strided":
-        wide = torch.empty(good.shape[0], good.shape[1] * 2, dtype=good.dtype)
-        wide[:, ::2] = good
-        opt.state[p][key] = wide[:, ::2]
-    else:
-        opt.state[p][key] = good.double()
-    p.grad = torch.ones_like(p)
-    before = p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()}
-    with pytest.raises(RuntimeError, match=f"impl='{impl}' needs"):
+    results = {}
+    for name in ("single", impl):
+        p, opt = _train(state_dtype, CONFIGS["momentum_centered"], impl=name, steps=1,
+                        shape=(64, 128))  # fmt: skip
+        key = "momentum_buffer_codes" if state_dtype == "int8" else "momentum_buffer"
+        good = opt.state[p][key]
+        if damage == "strided":
+            wide = torch.empty(good.shape[0], good.shape[1] * 2, dtype=good.dtype)
+            wide[:, ::2] = good
+            opt.state[p][key] = wide[:, ::2]
+        else:
+            opt.state[p][key] = good.double() if state_dtype != "int8" else good.int()
+        if damage == "dtype" and state_dtype == "int8":  # int32 codes are not 8-bit state
+            p.grad = torch.ones_like(p)
+            with pytest.raises(RuntimeError, match="group 0, parameter 0: 8-bit state"):
+                opt.step()
+            return
+        p.grad = torch.ones_like(p)
         opt.step()
-    assert torch.equal(p.detach(), before[0])
-    for k, v in opt.state[p].items():
-        assert torch.equal(v, before[1][k]), k
+        widened = not (
+            name in ("single", "foreach") and state_dtype is None and damage == "strided"
+        )
+        assert opt.last_plan[0].tasks[0][0] == ("widened" if widened else "native")
+        assert opt.state[p][key].dtype == good.dtype
+        assert opt.state[p][key].is_contiguous() or not widened
+        results[name] = p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()}
+        opt.step()  # back in form: fused again (single and foreach run compact state widened)
+        assert ran_fused(opt) == (name in ("numba", "triton") or state_dtype is None)
+    assert torch.equal(results[impl][0], results["single"][0])
+    for key, value in results["single"][1].items():
+        assert torch.equal(results[impl][1][key], value), key
 
 
 def test_sparse_gradient_with_compact_state_is_refused_before_any_update():

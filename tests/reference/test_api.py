@@ -57,11 +57,15 @@ def test_integer_arrays_are_refused():
 @pytest.mark.parametrize(
     ("kwargs", "error", "pattern"),
     [
-        ({"lr": -0.1}, ValueError, r"lr=-0.1 is invalid: it must be in \[0, inf\)"),
-        ({"lr": float("nan")}, ValueError, r"lr=nan is invalid"),
-        ({"alpha": 1.0}, ValueError, r"alpha=1.0 is invalid: it must be in \[0, 1\)"),
-        ({"eps": -1e-8}, ValueError, r"eps=-1e-08 is invalid"),
-        ({"momentum": 1.5}, ValueError, r"momentum=1.5 is invalid: it must be in \[0, 1\)"),
+        ({"lr": -0.1}, ValueError, r"Invalid learning rate: -0.1 \(lr must be in \[0, inf\)\)"),
+        ({"lr": float("nan")}, ValueError, r"Invalid learning rate: nan"),
+        ({"alpha": 1.0}, ValueError, r"Invalid alpha value: 1.0 \(alpha must be in \[0, 1\)\)"),
+        ({"eps": -1e-8}, ValueError, r"Invalid epsilon value: -1e-08"),
+        (
+            {"momentum": 1.5},
+            ValueError,
+            r"Invalid momentum value: 1.5 \(momentum must be in \[0, 1\)\)",
+        ),
         ({"nesterov": True}, ValueError, r"nesterov=True needs momentum > 0"),
         ({"clipnorm": 0.0}, ValueError, r"clipnorm=0.0 is invalid: it must be in \(0, inf\)"),
         ({"clipnorm": 1.0, "clipvalue": 1.0}, ValueError, r"at most one of"),

@@ -71,7 +71,7 @@ def triad_bandwidth(numel: int, repeats: int, device: str) -> dict[str, float]:
     out["torch"] = 12 * numel / t / 1e9
     if device == "cpu":
         try:
-            from ..kernels.numba_cpu import triad
+            from ..backends.numba_cpu import triad
 
             an, bn, cn = a.numpy(), b.numpy(), c.numpy()
             t = statistics.median(timings(lambda: triad(cn, an, bn, 1.5), repeats, 3, sync))
@@ -95,7 +95,7 @@ def _candidates(device: str) -> dict[str, Callable[[list, dict], Any]]:
 
     import rmsprop
 
-    from ..kernels import unavailable_reason
+    from ..backends import unavailable_reason
 
     out: dict[str, Callable[[list, dict], Any]] = {
         "torch.optim for-loop": lambda ps, kw: torch.optim.RMSprop(

@@ -26,6 +26,7 @@ from ..problems import (
     rosenbrock,
     run_on_surface,
 )
+from .figures import pyplot, save
 from .report import Report
 
 LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
@@ -56,25 +57,6 @@ class DemoResult:
     pngs: list[Path] = field(default_factory=list)
 
 
-def _plt():
-    try:
-        import matplotlib
-    except ImportError as err:
-        raise ImportError("rmsprop demo needs matplotlib: pip install 'rmsprop[demo]'") from err
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, out: Path, name: str, result: DemoResult) -> str:
-    path = out / name
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    result.pngs.append(path)
-    return name
-
-
 # ----------------------------------------------------------------------------------------
 # (1) linear regression
 # ----------------------------------------------------------------------------------------
@@ -83,7 +65,7 @@ def _save(fig, out: Path, name: str, result: DemoResult) -> str:
 def section_regression(
     report: Report, out: Path, seed: int, quick: bool, result: DemoResult
 ) -> None:
-    plt = _plt()
+    plt = pyplot()
     x, y = linear_regression_data(100, seed)
     schedule = ref.schedules.step_decay(0.05, 0.95, 100)
     steps = 1000 if quick else 2000
@@ -101,7 +83,7 @@ def section_regression(
     ax2.semilogy(losses)
     ax2.set_xlabel("step"), ax2.set_ylabel("mean squared error")
     ax2.set_title("Loss (lr × 0.95 every 100 steps)")
-    png = _save(fig, out, "regression.png", result)
+    png = save(fig, out, "regression.png", result.pngs)
 
     s = report.section("1. Linear regression, as the seeds teach it")
     s.paragraphs.append(
@@ -141,7 +123,7 @@ def _best_run(factory: Callable[[float], ref.Transform], surface: Surface, steps
 
 
 def section_race(report: Report, out: Path, quick: bool, result: DemoResult, progress) -> None:
-    plt = _plt()
+    plt = pyplot()
     surfaces = [(elongated_bowl(50.0), 1e-3, 1000 if quick else 3000),
                 (rosenbrock(), 1e-3, 3000 if quick else 20000)]  # fmt: skip
     s = report.section("2. The race on ill-conditioned problems")
@@ -183,7 +165,7 @@ def section_race(report: Report, out: Path, quick: bool, result: DemoResult, pro
         ax2.axhline(tol, color="k", ls=":", lw=1)
         ax2.set_xlabel("step"), ax2.set_ylabel("loss"), ax2.legend(fontsize=8)
         ax2.set_title("loss until the tolerance (dotted)")
-        png = _save(fig, out, f"race_{key}.png", result)
+        png = save(fig, out, f"race_{key}.png", result.pngs)
         s.figures.append((png, f"{surface.name}: trajectories over the contours, and the loss."))
     header = ["problem", "optimizer", "best lr", "steps to tolerance", "final loss"]
     s.tables.insert(0, ("Steps to reach loss < 1e-3 (best lr of the grid for each)", header, rows))

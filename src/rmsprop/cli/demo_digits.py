@@ -78,9 +78,9 @@ def train(make_opt, data, seed: int, epochs: int, batch: int = 64, state_dtype=N
 
 
 def section_digits(report: Report, out: Path, seed: int, quick: bool, result, progress) -> None:
-    from .demo import _plt, _save
+    from .figures import pyplot, save
 
-    plt = _plt()
+    plt = pyplot()
     data = digits_data(seed)
     epochs = 10 if quick else 30
     curves = {}
@@ -98,7 +98,7 @@ def section_digits(report: Report, out: Path, seed: int, quick: bool, result, pr
     ax1.set_xlabel("epoch"), ax1.set_ylabel("training loss"), ax1.legend(fontsize=8)
     ax2.set_xlabel("epoch"), ax2.set_ylabel("test accuracy"), ax2.set_ylim(0.5, 1.0)
     ax2.legend(fontsize=8)
-    png = _save(fig, out, "digits.png", result)
+    png = save(fig, out, "digits.png", result.pngs)
 
     s = report.section("3. Training a real model: an MLP on the digits dataset")
     s.paragraphs.append(

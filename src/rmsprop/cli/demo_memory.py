@@ -87,10 +87,10 @@ def section_memory(report: Report, out: Path, seed: int, quick: bool, result, pr
 
     import rmsprop
 
-    from .demo import _plt, _save
     from .demo_digits import digits_data, train
+    from .figures import pyplot, save
 
-    plt = _plt()
+    plt = pyplot()
     data = digits_data(seed)
     epochs = 6 if quick else 30
     lstm_steps = 100 if quick else 400
@@ -124,7 +124,7 @@ def section_memory(report: Report, out: Path, seed: int, quick: bool, result, pr
         ax2.set_xlabel("step"),
         ax2.legend(),
     )
-    png = _save(fig, out, "memory.png", result)
+    png = save(fig, out, "memory.png", result.pngs)
 
     s = report.section("5. Smaller optimizer state: fp32, bf16 and int8")
     s.paragraphs.append(

@@ -7,14 +7,13 @@ from typing import Any
 
 import torch
 
-from ..lowbit.state import scale_shape
+from ..lowbit.forms import scale_shape
+from .validation import GROUP_KEYS, STATE_KEYS, check_group
 
 
 def check_state_dict(optimizer: Any, state_dict: Any) -> None:
     """Raise ``ValueError`` (naming the group, parameter and key) if ``state_dict`` does
     not fit ``optimizer``'s parameters; ``TypeError`` if it is not a state dict at all."""
-    from .rmsprop import GROUP_KEYS, STATE_KEYS, _check_group
-
     if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
         raise TypeError(
             "state_dict must be a dict with 'state' and 'param_groups' (from .state_dict())"
@@ -34,7 +33,7 @@ def check_state_dict(optimizer: Any, state_dict: Any) -> None:
             )
         hyper = {k: saved.get(k, optimizer.defaults[k]) for k in GROUP_KEYS}
         try:
-            _check_group(hyper)
+            check_group(hyper)
         except (TypeError, ValueError) as err:
             raise ValueError(f"group {gi} of the checkpoint: {err}") from err
         for pid, param in zip(saved["params"], group["params"]):

@@ -1,41 +1,18 @@
-"""The functional API and the choice of implementation.
-
-``rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps, *, lr,
-hp, impl)`` runs one step over lists of tensors; ``select_impl`` decides which back end
-runs a group. Every back end computes the same algorithm (:data:`rmsprop.algorithm.ALGORITHM`).
+"""The functional API: one RMSprop step over lists of tensors, as torch's
+``torch.optim._functional`` style, through the same checks and choice of implementation as
+``rmsprop.RMSprop`` (``planner``), with float state in the parameters' dtype.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
-import torch
 from torch import Tensor
 
-from ._common import Hyper
-from ._foreach import foreach_rmsprop
-from ._single_tensor import single_tensor_rmsprop
-
-IMPLS = ("auto", "single", "foreach", "numba", "triton", "compiled")
-
-
-def _kernel_backends() -> dict[str, Callable[..., None]]:
-    from ..kernels import available_backends
-
-    return available_backends()
-
-
-def select_impl(impl: str, foreach: bool | None, params: list[Tensor], differentiable: bool,
-                rounded_bf16: bool = False) -> str:  # fmt: skip
-    """The implementation that runs these tensors.
-
-    An explicit ``impl`` that cannot run them raises ``RuntimeError`` saying why; ``"auto"``
-    picks the fastest correct one for the device (see ``rmsprop.kernels.dispatch``).
-    ``rounded_bf16``: bf16 params stored with stochastic rounding (fp32 math).
-    """
-    from ..kernels.dispatch import choose
-
-    return choose(impl, foreach, params, differentiable, rounded_bf16)
+from ..backends import IMPLS
+from ..backends.base import Hyper
+from .executor import execute
+from .planner import plan_tensors
 
 
 def rmsprop(
@@ -50,20 +27,27 @@ def rmsprop(
     hp: Hyper,
     impl: str = "auto",
     foreach: bool | None = None,
-    capturable: bool = False,
 ) -> str:
-    """One RMSprop step over dense tensors, in place. Returns the implementation used."""
+    """One step over dense tensors, in place; returns the implementation that ran.
+    ``grad_avgs`` / ``momentum_buffers`` hold tensors where ``hp`` is centered / has
+    momentum (``None`` otherwise). Raises before any write if a tensor cannot be updated."""
     if not params:
         return "none"
-    chosen = select_impl(impl, foreach, params, hp.differentiable)
-    args = (params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps)
-    if chosen == "single":
-        single_tensor_rmsprop(*args, lr=lr, hp=hp)
-    elif chosen == "foreach":
-        foreach_rmsprop(*args, lr=lr, hp=hp, capturable=capturable)
-    else:
-        _kernel_backends()[chosen](*args, lr=lr, hp=hp)
-    return chosen
+    state = {p: _state(v, m, b, s) for p, v, m, b, s
+             in zip(params, square_avgs, grad_avgs, momentum_buffers, state_steps)}  # fmt: skip
+    group: dict[str, Any] = {
+        **{k: getattr(hp, k) for k in hp.__dataclass_fields__}, "params": params, "lr": lr,
+        "impl": impl, "foreach": foreach, "state_dtype": None, "sparse_mode": "lazy",
+        "stochastic_rounding": False,
+    }  # fmt: skip
+    plan = plan_tensors(0, group, list(params), list(range(len(params))), list(grads), state)
+    execute(plan, plan.grads, state, 0, lambda p: 0)
+    return plan.impl
 
 
-__all__ = ["IMPLS", "rmsprop", "select_impl", "torch"]
+def _state(v, m, b, step) -> dict[str, Tensor]:
+    buffers = {"square_avg": v, "grad_avg": m, "momentum_buffer": b, "step": step}
+    return {k: t for k, t in buffers.items() if t is not None}
+
+
+__all__ = ["IMPLS", "rmsprop"]

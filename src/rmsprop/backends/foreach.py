@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import LOW_PRECISION, Hyper, step_value, to_scalar_lr
+from ..lowbit.forms import Storage
+from .base import LOW_PRECISION, Batch, Facts, Hyper, step_value, to_scalar_lr
 
 
 def _ema_square_(square_avgs: list[Tensor], grads: list[Tensor], alpha: float, form: str) -> None:
@@ -134,13 +135,12 @@ def foreach_rmsprop(
     *,
     lr,
     hp: Hyper,
-    capturable: bool = False,
 ) -> None:
+    """Update every tensor, one (device, dtype) bucket at a time. fp16/bf16 buckets compute
+    in fp32 copies written back at the end."""
     if not params:
         return
-    if hp.differentiable:
-        raise RuntimeError("the foreach implementation does not support differentiable=True")
-    lr = to_scalar_lr(lr)
+    lr, capturable = to_scalar_lr(lr), hp.capturable
     buckets = Optimizer._group_tensors_by_device_and_dtype(
         [params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps]  # type: ignore[list-item]
     )
@@ -170,3 +170,29 @@ def _f32(tensors: list[Tensor]) -> list[Tensor]:
     if all(t.dtype == torch.float32 for t in tensors):
         return tensors
     return [t.float() for t in tensors]
+
+
+# ------------------------------------------------------------------ the back-end protocol
+NAME = "foreach"
+
+
+def refusal(facts: Facts, hp: Hyper) -> str | None:
+    """The foreach path takes every tensor but a differentiable step."""
+    if hp.differentiable:
+        return "the foreach implementation does not support differentiable=True"
+    return None
+
+
+def native(facts: Facts) -> bool:
+    """Float state stored as the group asks, of the parameter's dtype (torch's foreach ops
+    need one dtype per tensor position)."""
+    return (
+        facts.in_form
+        and facts.storage is Storage.FLOAT
+        and not facts.rounded
+        and facts.state_dtype == facts.dtype
+    )
+
+
+def step(batch: Batch, lr, hp: Hyper) -> None:
+    foreach_rmsprop(batch.params, batch.grads, *batch.buffers(hp), batch.steps, lr=lr, hp=hp)

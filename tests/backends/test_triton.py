@@ -77,17 +77,17 @@ def test_low_precision_params_update_in_fp32(config, dtype, ieee_sqrt):
 
 
 def test_one_launch_per_group(monkeypatch):
-    from rmsprop.kernels import triton_cuda
+    from rmsprop.backends import triton_cuda
 
     launches = []
-    kernel = triton_cuda._rmsprop_kernel
+    kernel = triton_cuda._kernel
 
     class Counting:
         def __getitem__(self, grid):
             launches.append(grid)
             return kernel[grid]
 
-    monkeypatch.setattr(triton_cuda, "_rmsprop_kernel", Counting())
+    monkeypatch.setattr(triton_cuda, "_kernel", Counting())
     params = [torch.zeros(100, device=DEVICE, requires_grad=True) for _ in range(50)]
     for p in params:
         p.grad = torch.ones(100, device=DEVICE)

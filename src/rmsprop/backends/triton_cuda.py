@@ -6,11 +6,12 @@ program updates ``BLOCK`` elements of one tensor in one pass over memory. Switch
 ``tl.constexpr``, so each combination compiles to branch-free code. fp16/bf16 tensors are
 loaded, updated in fp32 and stored back in their dtype.
 
-Compact state (``_compact_kernel``, launched by ``step_compact``): the same update between
-a decode and an encode in registers: bf16 state with stochastic rounding, or 8-bit codes
-with one program per block of 256 (the block's new scale is a ``tl.max`` over its finite
-magnitudes), and bf16 parameters written with stochastic rounding. The codecs are the
-integer arithmetic of ``rmsprop.lowbit.codecs``, so the bits equal the torch and numba ones.
+One kernel (``_kernel``) for every state storage: the same update between a load and a
+store of float state, or a decode and an encode in registers: bf16 state with stochastic
+rounding, or 8-bit codes with one program per block of 256 (the block's new scale is a
+``tl.max`` over its finite magnitudes); bf16 parameters written with stochastic rounding.
+The codecs are the integer arithmetic of ``rmsprop.lowbit.codecs``, so the bits equal the
+torch and numba ones.
 
 Rounding: multiply-adds are ``tl.fma`` where torch's CPU kernels use an FMA, and the
 square root and divisions are the IEEE ones (``sqrt_rn``, ``div_rn``), so the GPU kernel
@@ -20,8 +21,8 @@ computes what the numba kernel computes. Correctness is tested on the CPU under
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-from torch import Tensor
 
 try:
     import triton
@@ -29,18 +30,13 @@ try:
 except ImportError as err:  # pragma: no cover - exercised where triton is missing
     raise ImportError("impl='triton' needs triton: pip install 'rmsprop[gpu]'") from err
 
-from ..lowbit.codecs import (
-    INF_BITS,
-    S_BASE,
-    S_SHIFT,
-    U_BASE,
-    U_SHIFT,
-    noise_field,
-    stream_offsets,
-)
-from ..lowbit.state import buffers_in_use, kernel_table
-from ..optim._common import Hyper, step_value, to_scalar_lr
+from ..lowbit.codecs import INF_BITS, S_BASE, S_SHIFT, U_BASE, U_SHIFT, noise_field
+from ..lowbit.forms import Storage
+from . import host
+from .base import Batch, Facts, Hyper, to_scalar_lr
+from .registry import triton_device
 
+NAME = "triton"
 BLOCK = 1024
 # the codec constants, as Triton wants its globals
 _U_BASE, _U_SHIFT = tl.constexpr(U_BASE), tl.constexpr(U_SHIFT)
@@ -111,46 +107,6 @@ def _update(g, p, v, m, b, correction,
         else:
             p = p - b
     return p, v, m, b
-
-
-@triton.jit
-def _rmsprop_kernel(
-    addr_ptr, size_ptr, corr_ptr, block_tensor_ptr, block_start_ptr,
-    alpha, oma, eps, wd, lr, neg_lr, mu, decay, neg_lr_mu, neg_mu, lerp_rest,
-    PARAM_T: tl.constexpr, STATE_T: tl.constexpr,
-    MAXIMIZE: tl.constexpr, WD_MODE: tl.constexpr, EMA: tl.constexpr, CENTERED: tl.constexpr,
-    CLAMP: tl.constexpr, BIAS: tl.constexpr, EPS_IN_SQRT: tl.constexpr,
-    MOMENTUM_MODE: tl.constexpr, NESTEROV: tl.constexpr, LERP_LOW: tl.constexpr,
-    BLOCK: tl.constexpr,
-):  # fmt: skip
-    block = tl.program_id(0)
-    t = tl.load(block_tensor_ptr + block)
-    offs = tl.load(block_start_ptr + block) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(size_ptr + t)
-    p_ptr = tl.load(addr_ptr + t * 5 + 0).to(tl.pointer_type(PARAM_T))
-    g_ptr = tl.load(addr_ptr + t * 5 + 1).to(tl.pointer_type(PARAM_T))
-    v_ptr = tl.load(addr_ptr + t * 5 + 2).to(tl.pointer_type(STATE_T))
-    m_ptr = tl.load(addr_ptr + t * 5 + 3).to(tl.pointer_type(STATE_T))
-    b_ptr = tl.load(addr_ptr + t * 5 + 4).to(tl.pointer_type(STATE_T))
-    p = tl.load(p_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    v = tl.load(v_ptr + offs, mask=mask, other=1.0).to(tl.float32)
-    m = v
-    b = v
-    if CENTERED:
-        m = tl.load(m_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    if MOMENTUM_MODE != 0:
-        b = tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    p, v, m, b = _update(g, p, v, m, b, tl.load(corr_ptr + t),
-                         alpha, oma, eps, wd, lr, neg_lr, mu, decay, neg_lr_mu, neg_mu, lerp_rest,
-                         MAXIMIZE, WD_MODE, EMA, CENTERED, CLAMP, BIAS, EPS_IN_SQRT, MOMENTUM_MODE,
-                         NESTEROV, LERP_LOW)  # fmt: skip
-    tl.store(v_ptr + offs, v.to(STATE_T), mask=mask)
-    if CENTERED:
-        tl.store(m_ptr + offs, m.to(STATE_T), mask=mask)
-    if MOMENTUM_MODE != 0:
-        tl.store(b_ptr + offs, b.to(STATE_T), mask=mask)
-    tl.store(p_ptr + offs, p.to(PARAM_T), mask=mask)
 
 
 # ------------------------------------------------------------------ compact state
@@ -241,9 +197,11 @@ def _int8_encode(value, mask, noise, SIGNED: tl.constexpr):
 
 @triton.jit
 def _load_state(ptr_bits, scale_ptr, quant_block, offs, mask, FORMAT: tl.constexpr,
-                SIGNED: tl.constexpr):  # fmt: skip
-    if FORMAT == 0:  # fp32
-        return tl.load(ptr_bits.to(tl.pointer_type(tl.float32)) + offs, mask=mask, other=0.0)
+                SIGNED: tl.constexpr, STATE_T: tl.constexpr):  # fmt: skip
+    if FORMAT == 0:  # a float tensor of dtype STATE_T
+        return tl.load(ptr_bits.to(tl.pointer_type(STATE_T)) + offs, mask=mask, other=0.0).to(
+            tl.float32
+        )
     if FORMAT == 1:  # bf16 bits
         return _bf16_decode(
             tl.load(ptr_bits.to(tl.pointer_type(tl.uint16)) + offs, mask=mask, other=0)
@@ -256,10 +214,10 @@ def _load_state(ptr_bits, scale_ptr, quant_block, offs, mask, FORMAT: tl.constex
 
 @triton.jit
 def _store_state(value, ptr_bits, scale_ptr, quant_block, offs, mask, noise, FORMAT: tl.constexpr,
-                 SIGNED: tl.constexpr):  # fmt: skip
+                 SIGNED: tl.constexpr, STATE_T: tl.constexpr):  # fmt: skip
     """Encode and store one state buffer; ``noise`` from ``_state_noise``."""
     if FORMAT == 0:
-        tl.store(ptr_bits.to(tl.pointer_type(tl.float32)) + offs, value, mask=mask)
+        tl.store(ptr_bits.to(tl.pointer_type(STATE_T)) + offs, value.to(STATE_T), mask=mask)
     elif FORMAT == 1:
         tl.store(
             ptr_bits.to(tl.pointer_type(tl.uint16)) + offs, _bf16_round(value, noise), mask=mask
@@ -271,20 +229,21 @@ def _store_state(value, ptr_bits, scale_ptr, quant_block, offs, mask, noise, FOR
 
 
 @triton.jit
-def _compact_kernel(
+def _kernel(
     addr_ptr, scale_ptr, offset_ptr, size_ptr, corr_ptr, block_tensor_ptr, block_start_ptr,
     alpha, oma, eps, wd, lr, neg_lr, mu, decay, neg_lr_mu, neg_mu, lerp_rest,
-    PARAM_T: tl.constexpr, FORMAT: tl.constexpr, ROUND_PARAM: tl.constexpr,
+    PARAM_T: tl.constexpr, STATE_T: tl.constexpr, FORMAT: tl.constexpr, ROUND_PARAM: tl.constexpr,
     MAXIMIZE: tl.constexpr, WD_MODE: tl.constexpr, EMA: tl.constexpr, CENTERED: tl.constexpr,
     CLAMP: tl.constexpr, BIAS: tl.constexpr, EPS_IN_SQRT: tl.constexpr,
     MOMENTUM_MODE: tl.constexpr, NESTEROV: tl.constexpr, LERP_LOW: tl.constexpr,
     BLOCK: tl.constexpr,
 ):  # fmt: skip
-    """``_rmsprop_kernel`` with compact state (FORMAT 0: fp32 state, 1: bf16 with
-    stochastic rounding, 2: 8-bit blocks of 256, one program per block) and, with
-    ROUND_PARAM, bf16 params written with stochastic rounding. One pass: load, decode,
-    update, encode, store; ``offset_ptr[t, k]`` holds the random-stream offsets of
-    (v, ḡ, b, param), ``scale_ptr[t, k]`` the addresses of the 8-bit block scales."""
+    """Steps (1), (3)-(10) for ``BLOCK`` elements of one tensor: load, decode, update,
+    encode, store. State FORMAT 0: float tensors of dtype STATE_T, 1: bf16 with stochastic
+    rounding, 2: 8-bit blocks of 256 (one program per block); with ROUND_PARAM, bf16 params
+    written with stochastic rounding. ``addr_ptr[t]``: (p, g, v, ḡ, b) of tensor ``t``,
+    ``offset_ptr[t, k]``: the random-stream offsets of (v, ḡ, b, param), ``scale_ptr[t,
+    k]``: the addresses of the 8-bit block scales."""
     block = tl.program_id(0)
     t = tl.load(block_tensor_ptr + block)
     start = tl.load(block_start_ptr + block)
@@ -298,16 +257,18 @@ def _compact_kernel(
     b_ptr = tl.load(addr_ptr + t * 5 + 4)
     p = tl.load(p_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    v = _load_state(v_ptr, tl.load(scale_ptr + t * 3 + 0), quant_block, offs, mask, FORMAT, False)
+    v = _load_state(
+        v_ptr, tl.load(scale_ptr + t * 3 + 0), quant_block, offs, mask, FORMAT, False, STATE_T
+    )
     m = v
     b = v
     if CENTERED:
         m = _load_state(
-            m_ptr, tl.load(scale_ptr + t * 3 + 1), quant_block, offs, mask, FORMAT, True
+            m_ptr, tl.load(scale_ptr + t * 3 + 1), quant_block, offs, mask, FORMAT, True, STATE_T
         )
     if MOMENTUM_MODE != 0:
         b = _load_state(
-            b_ptr, tl.load(scale_ptr + t * 3 + 2), quant_block, offs, mask, FORMAT, True
+            b_ptr, tl.load(scale_ptr + t * 3 + 2), quant_block, offs, mask, FORMAT, True, STATE_T
         )
     p, v, m, b = _update(g, p, v, m, b, tl.load(corr_ptr + t),
                          alpha, oma, eps, wd, lr, neg_lr, mu, decay, neg_lr_mu, neg_mu, lerp_rest,
@@ -318,13 +279,13 @@ def _compact_kernel(
     if FORMAT == 2:
         hashes = _hash32(offs, tl.load(row))
     _store_state(v, v_ptr, tl.load(scale_ptr + t * 3 + 0), quant_block, offs, mask,
-                 _state_noise(offs, hashes, row, 0, FORMAT), FORMAT, False)  # fmt: skip
+                 _state_noise(offs, hashes, row, 0, FORMAT), FORMAT, False, STATE_T)  # fmt: skip
     if CENTERED:
         _store_state(m, m_ptr, tl.load(scale_ptr + t * 3 + 1), quant_block, offs, mask,
-                     _state_noise(offs, hashes, row, 1, FORMAT), FORMAT, True)  # fmt: skip
+                     _state_noise(offs, hashes, row, 1, FORMAT), FORMAT, True, STATE_T)  # fmt: skip
     if MOMENTUM_MODE != 0:
         _store_state(b, b_ptr, tl.load(scale_ptr + t * 3 + 2), quant_block, offs, mask,
-                     _state_noise(offs, hashes, row, 2, FORMAT), FORMAT, True)  # fmt: skip
+                     _state_noise(offs, hashes, row, 2, FORMAT), FORMAT, True, STATE_T)  # fmt: skip
     if ROUND_PARAM:  # (10) θ stored with stochastic rounding
         rounded = _bf16_round(p, _hash32(offs, tl.load(row + 3)))
         tl.store(p_ptr.to(tl.pointer_type(tl.uint16)) + offs, rounded, mask=mask)
@@ -335,130 +296,58 @@ def _compact_kernel(
 _TL = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
 
 
-def step(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor | None],
-    momentum_buffers: list[Tensor | None],
-    state_steps: list[Tensor],
-    *,
-    lr,
-    hp: Hyper,
-) -> None:
-    """One launch per (param dtype, state dtype) bucket of the group."""
+# ------------------------------------------------------------------ the back-end protocol
+def refusal(facts: Facts, hp: Hyper) -> str | None:
+    """Why the Triton kernel cannot update a tensor with these facts (None: it can,
+    natively or on fp32 copies)."""
+    if facts.device.type != triton_device():
+        return (
+            "impl='triton' runs on CUDA tensors (CPU ones only under TRITON_INTERPRET=1); got "
+            f"a {facts.device.type} tensor"
+        )
+    if facts.dtype not in _TL:
+        return f"impl='triton' needs float32, float16 or bfloat16 params (got {facts.dtype})"
+    if not facts.contiguous:
+        return "impl='triton' needs contiguous parameters (use impl='foreach')"
+    return None
+
+
+def native(facts: Facts) -> bool:
+    """The kernel takes the tensor as stored: float state of one of its dtypes, bf16 or
+    8-bit state, bf16 params rounded stochastically with fp32, bf16 or 8-bit state."""
+    if not (facts.in_form and facts.state_contiguous):
+        return False
+    if facts.rounded:
+        return facts.storage is not Storage.FLOAT or facts.state_dtype == torch.float32
+    return facts.storage is not Storage.FLOAT or facts.state_dtype in _TL
+
+
+def step(batch: Batch, lr, hp: Hyper) -> None:
+    """One launch for the batch (one param dtype, one storage: see ``native``): the same
+    bits as the numba kernel and the per-tensor path of ``lowbit.state``."""
     lr = float(to_scalar_lr(lr))
-    buckets: dict[tuple[torch.dtype, torch.dtype], list[int]] = {}
-    states = [(square_avgs[i], grad_avgs[i] if hp.centered else None,
-               momentum_buffers[i] if hp.momentum > 0 else None) for i in range(len(params))]  # fmt: skip
-    for i, p in enumerate(params):  # every check before anything is written
-        kinds = {s.dtype for s in states[i] if s is not None}
-        if p.dtype not in _TL or square_avgs[i].dtype not in _TL or len(kinds) != 1:
-            raise RuntimeError(
-                "impl='triton' needs float32, float16 or bfloat16 params and state buffers "
-                f"of one such dtype (got {p.dtype} params, state {sorted(map(str, kinds))})"
-            )
-        if not p.is_contiguous() or any(s is not None and not s.is_contiguous() for s in states[i]):
-            raise RuntimeError(
-                "impl='triton' needs contiguous parameters and state (use impl='foreach')"
-            )
-        buckets.setdefault((p.dtype, square_avgs[i].dtype), []).append(i)
-    torch._foreach_add_(state_steps, 1.0)  # (1)
-    device = params[0].device
-    for (ptype, stype), index in buckets.items():
-        addresses, sizes, blocks_t, blocks_s, corrections = [], [], [], [], []
-        for row, i in enumerate(index):
-            g = grads[i].contiguous()
-            grads[i] = g  # keep the contiguous copy alive until the launch is done
-            state = states[i]
-            addresses += [params[i].data_ptr(), g.data_ptr(), state[0].data_ptr(),
-                          state[1].data_ptr() if state[1] is not None else 0,
-                          state[2].data_ptr() if state[2] is not None else 0]  # fmt: skip
-            n = params[i].numel()
-            sizes.append(n)
-            corrections.append(
-                1 - hp.alpha ** step_value(state_steps[i]) if hp.bias_correction else 1.0
-            )
-            for start in range(0, n, BLOCK):
-                blocks_t.append(row)
-                blocks_s.append(start)
-        if not blocks_t:
-            continue
-
-        def table(values, dtype):
-            return torch.tensor(values, dtype=dtype, device=device)
-
-        _rmsprop_kernel[(len(blocks_t),)](
-            table(addresses, torch.int64), table(sizes, torch.int64), table(corrections, torch.float32),
-            table(blocks_t, torch.int64), table(blocks_s, torch.int64),
-            *_scalars(hp, lr), PARAM_T=_TL[ptype], STATE_T=_TL[stype], **_switches(hp), BLOCK=BLOCK,
-        )  # fmt: skip
-
-
-_FORMATS = {None: 0, torch.float32: 0, torch.bfloat16: 1, "int8": 2}
-_STORED = {0: torch.float32, 1: torch.bfloat16, 2: torch.uint8}  # the state, by format
-
-
-def step_compact(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict],
-    *,
-    lr,
-    hp: Hyper,
-    state_dtype,
-    round_param: bool,
-    seed: int,
-    salts: list[int],
-    firsts: list[int],
-) -> None:
-    """One launch for tensors whose state is fp32, bf16 or 8-bit (``state_dtype``; all of
-    them in that form) and whose params are of one dtype, stochastically rounded when
-    ``round_param`` (bf16 params): decode -> update -> encode in registers, the same bits
-    as the per-tensor path of ``lowbit.state`` (and as ``numba_cpu``)."""
-    lr = float(to_scalar_lr(lr))
-    fmt = _FORMATS[state_dtype]
-    ptype = params[0].dtype
-    if ptype not in _TL or any(p.dtype != ptype for p in params):
-        raise RuntimeError("the fused compact-state kernel needs params of one float dtype")
-    grads = [g.contiguous() for g in grads]  # alive until the launch is done
-    # The table checks every tensor: before anything (the step counters too) is written.
-    addresses, scales = kernel_table(params, grads, states,
-                                     buffers_in_use(hp.centered, hp.momentum), fmt == 2,
-                                     _STORED[fmt], "triton")  # fmt: skip
-    steps = [st["step"] for st in states]
+    grads = [g.contiguous() for g in batch.grads]  # alive until the launch is done
+    pointers, scales = host.address_table(batch, grads, hp.buffers)
+    steps = batch.steps
     torch._foreach_add_(steps, 1.0)  # (1)
-    step_values = [int(step_value(st)) for st in steps]
-    block = 256 if fmt == 2 else BLOCK
-    offsets = stream_offsets(step_values, seed, salts, firsts)  # v, ḡ, b, param; shard offset
-    sizes, corrections, blocks_t, blocks_s = [], [], [], []
-    for row, (p, step) in enumerate(zip(params, step_values)):
-        n = p.numel()
-        sizes.append(n)
-        corrections.append(1 - hp.alpha**step if hp.bias_correction else 1.0)
-        for start in range(0, n, block):
-            blocks_t.append(row)
-            blocks_s.append(start)
-    if not blocks_t:
+    values = [float(s) for s in steps] if host.needs_steps(hp, batch) else None
+    block = 256 if batch.storage is Storage.INT8 else BLOCK
+    sizes = tuple(p.numel() for p in batch.params)
+    tensor, start, _ = host.work_items(sizes, block)
+    if not len(tensor):
         return
-    device = params[0].device
+    device, scalars = batch.params[0].device, host.scalars(hp, lr, np.dtype(np.float32))
+    state_t = batch.views[0]["square_avg"].dtype if batch.storage is Storage.FLOAT else None
 
-    def table(values, dtype):
-        return torch.tensor(values, dtype=dtype, device=device)
+    def table(values, dtype=torch.int64):
+        return torch.as_tensor(values, dtype=dtype).to(device)
 
-    _compact_kernel[(len(blocks_t),)](
-        table(addresses, torch.int64), table(scales, torch.int64), table(offsets.tolist(), torch.int64),
-        table(sizes, torch.int64), table(corrections, torch.float32),
-        table(blocks_t, torch.int64), table(blocks_s, torch.int64),
-        *_scalars(hp, lr), PARAM_T=_TL[ptype], FORMAT=fmt, ROUND_PARAM=round_param,
-        **_switches(hp), BLOCK=block,
+    _kernel[(len(tensor),)](
+        table(pointers), table(scales), table(host.offsets(batch, values).astype(np.int64)),
+        table(np.array(sizes)), table(host.corrections(hp, values, len(sizes), np.dtype(np.float32)),
+                                      torch.float32),
+        table(tensor), table(start.astype(np.int64)), *(float(x) for x in scalars),
+        PARAM_T=_TL[batch.params[0].dtype], STATE_T=_TL.get(state_t, tl.float32),
+        FORMAT=int(batch.storage), ROUND_PARAM=batch.round_param, **hp.kernel_switches(),
+        LERP_LOW=host.lerp_low(scalars), BLOCK=block,
     )  # fmt: skip
-
-
-def _scalars(hp: Hyper, lr: float) -> tuple[float, ...]:
-    return (hp.alpha, 1 - hp.alpha, hp.eps, hp.weight_decay, lr, -lr, hp.momentum,
-            1 - lr * hp.weight_decay, -lr * hp.momentum, -hp.momentum, 1 - (1 - hp.alpha))  # fmt: skip
-
-
-def _switches(hp: Hyper) -> dict[str, int | bool]:
-    return {**hp.kernel_switches(), "LERP_LOW": (1 - hp.alpha) < 0.5}

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import Hyper, to_scalar_lr, upcast
-from ._single_tensor import update_one_
+from .base import Batch, Hyper, to_scalar_lr, upcast
+from .single import update_one_
 
 
 def row_index(grad: Tensor) -> tuple[Tensor, Tensor]:
@@ -60,10 +60,16 @@ def lazy_sparse_rmsprop_(
             target.index_copy_(0, rows, new)
 
 
+def step(batch: Batch, lr, hp: Hyper) -> None:
+    """Each tensor of the batch (float state, sparse gradients) updated lazily by rows."""
+    for p, g, v, m, b, step_ in zip(batch.params, batch.grads, *batch.buffers(hp), batch.steps):
+        lazy_sparse_rmsprop_(p, g, v, m, b, step_, lr=lr, hp=hp)
+
+
 def densify(grad: Tensor) -> Tensor:
     """``sparse_mode="dense"``: the exact dense gradient."""
     return grad.to_dense() if grad.is_sparse else grad
 
 
 def is_sparse(grad: Tensor) -> bool:
-    return grad.is_sparse or grad.layout == torch.sparse_coo
+    return grad.layout == torch.sparse_coo

@@ -7,14 +7,14 @@ and written once, so plain RMSprop moves 20 bytes per fp32 parameter (read p, g,
 p, v) instead of the ~52 of torch's multi-pass kernels.
 
 Op order and rounding: each line below is the operation the single-tensor path
-(``rmsprop.optim._single_tensor``) performs, in the same order, with the multiply-adds
+(``rmsprop.backends.single``) performs, in the same order, with the multiply-adds
 that torch's CPU kernels contract into one FMA (``addcmul``, ``add(alpha=)``, ``lerp``)
 written as an FMA here too; no ``fastmath``. The one difference: the square root here is
 IEEE (correctly rounded), while torch's vectorised CPU ``sqrt`` is not always (measured
 on an AVX-512 machine: 17% of float32 roots one ulp away). So results agree with the
 single-tensor path to about one ulp per step, and with the float64 reference to 1e-12.
 
-Compact state and pure-bf16 training (``step_compact``, the same signature as Triton's):
+Compact state and pure-bf16 training (the same ``step`` entry point, ``batch.storage``):
 the same update between a decode and an encode in registers, bf16 state with stochastic
 rounding, blockwise 8-bit codes (each block of 256 decoded, updated, its new scale taken
 as an integer maximum of the bit patterns, re-encoded while in L1), and bf16 params
@@ -41,26 +41,30 @@ try:
 except ImportError as err:  # pragma: no cover - exercised where numba is missing
     raise ImportError("impl='numba' needs numba: pip install 'rmsprop[fast]'") from err
 
-from ..lowbit.codecs import (
-    INF_BITS,
-    S_BASE,
-    S_SHIFT,
-    U_BASE,
-    U_SHIFT,
-    noise_field,
-    stream_offsets,
+from ..lowbit.codecs import INF_BITS, S_BASE, S_SHIFT, U_BASE, U_SHIFT, noise_field
+from ..lowbit.forms import Storage
+from ..lowbit.state import BUFFERS
+from . import host
+from .base import LOW_PRECISION, Batch, Facts, Hyper, to_scalar_lr
+from .host import (
+    ALPHA,
+    DECAY,
+    EPS,
+    LERP_REST,
+    LR,
+    MOMENTUM,
+    NEG_LR,
+    NEG_LR_MOM,
+    NEG_MOM,
+    ONE_MINUS_ALPHA,
+    WD,
 )
-from ..lowbit.state import BUFFERS, buffers_in_use, kernel_table
-from ..optim._common import Hyper, step_value, to_scalar_lr
 
+NAME = "numba"
 CHUNK = 1 << 15
 
 # flag slots
 MAXIMIZE, WD_MODE, EMA, CENTERED, CLAMP, BIAS, EPS_IN_SQRT, MOMENTUM_MODE, NESTEROV = range(9)
-# scalar slots
-ALPHA, ONE_MINUS_ALPHA, EPS, WD, LR, NEG_LR, MOMENTUM, DECAY, NEG_LR_MOM, NEG_MOM, LERP_REST = (
-    range(11)
-)
 
 
 @intrinsic
@@ -500,137 +504,99 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float", bf16_param
 _KERNELS: dict[tuple[object, ...], object] = {}
 
 
-_CHUNKS: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-
-def _chunks(sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Work items of at most ``CHUNK`` elements over all tensors (cached per size list)."""
-    if sizes not in _CHUNKS:
-        tensor, start, stop = [], [], []
-        for t, n in enumerate(sizes):
-            for lo in range(0, n, CHUNK):
-                tensor.append(t), start.append(lo), stop.append(min(n, lo + CHUNK))
-        if len(_CHUNKS) > 64:
-            _CHUNKS.clear()
-        _CHUNKS[sizes] = (
-            np.array(tensor, np.int64),
-            np.array(start, np.uint64),
-            np.array(stop, np.uint64),
-        )
-    return _CHUNKS[sizes]
-
-
-def _scalars(hp: Hyper, lr: float, dtype: np.dtype) -> np.ndarray:
-    """Scalars computed in double (as Python computes them for torch), stored in the tensor
-    dtype (as torch casts them); the lerp complement is computed in the tensor dtype."""
-    w = dtype.type(1 - hp.alpha)
-    values = [0.0] * 11
-    values[ALPHA], values[ONE_MINUS_ALPHA], values[EPS], values[WD] = (
-        hp.alpha,
-        1 - hp.alpha,
-        hp.eps,
-        hp.weight_decay,
-    )
-    values[LR], values[NEG_LR], values[MOMENTUM] = lr, -lr, hp.momentum
-    values[DECAY], values[NEG_LR_MOM], values[NEG_MOM] = (
-        1 - lr * hp.weight_decay,
-        -lr * hp.momentum,
-        -hp.momentum,
-    )
-    out = np.array(values, dtype=dtype)
-    out[LERP_REST] = dtype.type(1) - w
-    return out
-
-
-def kernel_for(hp: Hyper, state_format: str = "float", bf16_params: bool = False):
-    """The compiled kernel for ``hp``'s switches, the state format and the param format
+def kernel_for(hp: Hyper, storage: Storage = Storage.FLOAT, bf16_params: bool = False):
+    """The compiled kernel for ``hp``'s switches, the state storage and the param format
     (built on first use)."""
-    key = (_flags(hp), state_format, bf16_params)
+    key = (tuple(hp.kernel_switches().values()), storage, bf16_params)
     if key not in _KERNELS:
-        _KERNELS[key] = _make_kernel(*key)
+        _KERNELS[key] = _make_kernel(key[0], storage.name.lower(), bf16_params)
     return _KERNELS[key]
 
 
-def _step_values(state_steps: list[Tensor]) -> list[float]:
-    """The step counters' values, read once per step."""
-    return [step_value(st) for st in state_steps]
+# ------------------------------------------------------------------ the back-end protocol
+MATH_DTYPES = (torch.float32, torch.float64)
 
 
-def _corrections(hp: Hyper, steps: list[float], dtype: np.dtype) -> np.ndarray:
-    """(6) ``1 - alpha**step`` per tensor (``steps``: the counters' values), computed in
-    double and used in the tensor dtype (as torch does); ones when there is no bias
-    correction. Computed once per distinct step (usually one for the whole group)."""
-    if not hp.bias_correction:
-        return np.ones(len(steps), dtype)
-    by_step = {step: 1 - hp.alpha**step for step in set(steps)}
-    return np.array([by_step[step] for step in steps], dtype)
+def refusal(facts: Facts, hp: Hyper) -> str | None:
+    """Why the numba kernels cannot update a tensor with these facts (None: they can,
+    natively or, see ``native``, on fp32/fp64 copies)."""
+    if facts.device.type != "cpu":
+        return f"impl='numba' runs on CPU tensors only (got a {facts.device.type} tensor)"
+    if facts.dtype.is_complex:
+        return "impl='numba' does not support complex parameters; use 'foreach' or 'single'"
+    if not facts.contiguous:
+        return "impl='numba' needs contiguous parameters (use impl='single' or 'foreach')"
+    return None
 
 
-def _flags(hp: Hyper) -> tuple[int, ...]:
-    """The switches in flag-slot order (MAXIMIZE, WD_MODE, ... NESTEROV)."""
-    return tuple(hp.kernel_switches().values())
+def native(facts: Facts) -> bool:
+    """The fused kernel takes the tensor as it is stored: fp32/fp64 params with state of
+    their dtype or bf16 state, fp32 params with 8-bit state, bf16 params rounded
+    stochastically with fp32, bf16 or 8-bit state."""
+    if not (facts.in_form and facts.state_contiguous):
+        return False
+    if facts.rounded:
+        return facts.storage is not Storage.FLOAT or facts.state_dtype == torch.float32
+    if facts.storage is Storage.INT8:
+        return facts.dtype == torch.float32
+    if facts.storage is Storage.BF16:
+        return facts.dtype in MATH_DTYPES
+    return facts.dtype in MATH_DTYPES and facts.state_dtype == facts.dtype
 
 
 @torch.compiler.disable  # numba code is opaque to dynamo: torch.compile(opt.step) calls it as is
-def step(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor | None],
-    momentum_buffers: list[Tensor | None],
-    state_steps: list[Tensor],
-    *,
-    lr,
-    hp: Hyper,
-) -> None:
-    """One fused step over every tensor of the lists (grouped by dtype)."""
+def step(batch: Batch, lr, hp: Hyper) -> None:
+    """One fused pass over the batch (one param dtype, one storage: see ``native``):
+    every tensor's param, gradient and state are read once and written once; compact
+    state is decoded, updated and encoded in registers (the same bits as the per-tensor
+    path of ``lowbit.state`` and as ``triton_cuda.step``)."""
     lr = float(to_scalar_lr(lr))
-    grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
-    centered, has_momentum = hp.centered, hp.momentum > 0
-    by_dtype: dict[torch.dtype, list[int]] = {}
-    for i, p in enumerate(params):
-        by_dtype.setdefault(p.dtype, []).append(i)
-    tables = []
-    for dtype, index in by_dtype.items():  # every check before anything is written
-        tensors = [params[i] for i in index] + [square_avgs[i] for i in index]
-        tensors += [grad_avgs[i] for i in index] if centered else []
-        tensors += [momentum_buffers[i] for i in index] if has_momentum else []
-        if not all(t.is_contiguous() for t in tensors):
-            raise RuntimeError(
-                "impl='numba' needs contiguous parameters and state (use impl='foreach')"
-            )
-        if any(t.dtype != dtype for t in tensors) or any(grads[i].dtype != dtype for i in index):
-            raise RuntimeError("impl='numba' needs grads and state in the parameter's dtype")
-        addresses = np.array(
-            [(params[i].data_ptr(), grads[i].data_ptr(), square_avgs[i].data_ptr(),
-              grad_avgs[i].data_ptr() if centered else 0,
-              momentum_buffers[i].data_ptr() if has_momentum else 0) for i in index],
-            dtype=np.int64,
-        ).reshape(len(index), 5)  # fmt: skip
-        tables.append((_NP_DTYPES[dtype], index, addresses))
-    torch._foreach_add_(
-        state_steps, _ONE, alpha=1.0
-    )  # (1) one wrapped scalar, as torch does on CPU
-    steps = _step_values(state_steps)
-    for np_dtype, index, addresses in tables:
-        _launch(kernel_for(hp), [params[i] for i in index], [steps[i] for i in index], hp, lr,
-                np_dtype, addresses, np.zeros((len(index), 3), np.int64),
-                np.zeros((len(index), 4), np.uint64))  # fmt: skip
-
-
-def _launch(kernel, params, steps, hp, lr, dtype, addresses, scales, offsets) -> None:
-    """Runs ``kernel`` (``_make_kernel``'s signature) over every element of ``params``,
-    split into chunks; ``steps``: their step counters' values; ``dtype``: the dtype of the
-    math (and of the scalars)."""
-    sizes = tuple(p.numel() for p in params)
-    chunk_tensor, chunk_start, chunk_stop = _chunks(sizes)
-    kernel(addresses, np.array(sizes, np.int64), _corrections(hp, steps, dtype), chunk_tensor,
-           chunk_start, chunk_stop, _scalars(hp, lr, dtype), scales, offsets)  # fmt: skip
+    math = host.NUMPY_DTYPES[batch.params[0].dtype]
+    grads = [g if g.is_contiguous() else g.contiguous() for g in batch.grads]
+    pointers, scales = host.address_table(batch, grads, hp.buffers)
+    steps = increment_steps(batch.steps, host.needs_steps(hp, batch))  # (1)
+    sizes = tuple(p.numel() for p in batch.params)
+    kernel = kernel_for(hp, batch.storage, batch.round_param)
+    kernel(pointers, np.array(sizes, np.int64), host.corrections(hp, steps, len(sizes), math),
+           *host.work_items(sizes, CHUNK), host.scalars(hp, lr, math), scales,
+           host.offsets(batch, steps))  # fmt: skip
 
 
 _ONE = torch.tensor(1.0)
 
 
+def _make_add_one(dtype):
+    @njit(cache=True)
+    def add_one(addresses, values):
+        """``step += 1`` for each counter (a one-element tensor of ``dtype``, by address);
+        ``values`` receives the new values."""
+        for i in range(addresses.shape[0]):
+            x = numba.carray(_as_pointer(addresses[i]), 1, dtype)
+            x[0] += dtype(1)
+            values[i] = x[0]
+
+    return add_one
+
+
+_ADD_ONE = {torch.float32: _make_add_one(np.float32), torch.float64: _make_add_one(np.float64)}
+
+
+def increment_steps(steps: list[Tensor], read: bool) -> list[float] | None:
+    """(1) ``t ← t + 1`` for every counter (added in the counter's dtype, as torch does, so
+    the bits are torch's); returns the new values when ``read``. CPU float32/float64
+    counters of one dtype take one compiled loop over their addresses (torch's
+    ``_foreach_add_`` costs ~0.4 µs a counter), any others ``_foreach_add_``."""
+    dtype = steps[0].dtype if steps else None
+    if dtype in MATH_DTYPES and all(s.is_cpu and s.dtype == dtype for s in steps):
+        values = np.empty(len(steps), np.float64)
+        addresses = np.array([s.data_ptr() for s in steps], np.int64)
+        _ADD_ONE[dtype](addresses, values)
+        return values.tolist() if read else None
+    torch._foreach_add_(steps, _ONE, alpha=1.0)
+    return [float(s) for s in steps] if read else None
+
+
+# ------------------------------------------------------------------ helpers for others
 def _make_nonfinite_check(word, exponent):
     """A kernel counting the chunks of a tensor list that hold NaN/Inf: each element's
     magnitude bits compared with the all-ones exponent (integer max, vectorised)."""
@@ -656,23 +622,24 @@ _NONFINITE = {
 }
 
 
+def nonfinite_checkable(t: Tensor) -> bool:
+    """A tensor ``any_nonfinite`` reads directly (CPU, contiguous, float32/float64)."""
+    return t.dtype in MATH_DTYPES and t.is_cpu and t.is_contiguous()
+
+
 @torch.compiler.disable
 def any_nonfinite(tensors: list[Tensor]) -> bool:
-    """True if a contiguous float32/float64 CPU tensor of the list holds NaN or Inf: one
+    """True if a tensor of the list (each ``nonfinite_checkable``) holds NaN or Inf: one
     parallel read (``torch.isfinite(t).all()`` makes a bool tensor and takes ~10x longer)."""
     by_dtype: dict[torch.dtype, list[Tensor]] = {}
     for t in tensors:
         by_dtype.setdefault(t.dtype, []).append(t)
     for dtype, group in by_dtype.items():
         sizes = tuple(t.numel() for t in group)
-        chunks = _chunks(sizes)
         addresses = np.array([t.data_ptr() for t in group], np.int64)
-        if _NONFINITE[dtype](addresses, np.array(sizes, np.int64), *chunks):
+        if _NONFINITE[dtype](addresses, np.array(sizes, np.int64), *host.work_items(sizes, CHUNK)):
             return True
     return False
-
-
-_NP_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
 @njit(parallel=True, cache=True)
@@ -685,60 +652,4 @@ def triad(c, a, b, scale):
             c[i] = a[i] + scale * b[i]
 
 
-_FORMATS = {torch.float32: "float", torch.bfloat16: "bf16", "int8": "int8"}
-_STATE_DTYPES = {"bf16": torch.bfloat16, "int8": torch.uint8}
-
-
-def compact_dtypes(state_dtype, round_param: bool) -> tuple[torch.dtype, ...]:
-    """The param dtypes ``step_compact`` takes with state form ``state_dtype``: bf16 when
-    rounded stochastically (fp32 math), else fp32 with 8-bit state, fp32/fp64 otherwise."""
-    if round_param:
-        return (torch.bfloat16,)
-    return (torch.float32,) if state_dtype == "int8" else tuple(_NP_DTYPES)
-
-
-@torch.compiler.disable
-def step_compact(
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict],
-    *,
-    lr,
-    hp: Hyper,
-    state_dtype,
-    round_param: bool,
-    seed: int,
-    salts: list[int],
-    firsts: list[int],
-) -> None:
-    """One fused pass over tensors whose state is all in one form (``state_dtype``:
-    ``torch.float32``, ``torch.bfloat16`` or ``"int8"``, i.e. ``<name>_codes`` and
-    ``<name>_scale``) and whose params share one dtype; with ``round_param`` they are bf16,
-    widened to fp32 and written back stochastically rounded. Decode, update, encode in
-    registers: the same bits as the per-tensor path of ``lowbit.state`` and as
-    ``triton_cuda.step_compact`` (same signature). ``salts``: the parameters' positions
-    (their random streams); ``firsts``: their shards' global offsets (0 unless DTensor)."""
-    lr = float(to_scalar_lr(lr))
-    fmt = _FORMATS[state_dtype]
-    dtype = params[0].dtype
-    allowed = compact_dtypes(state_dtype, round_param)
-    if dtype not in allowed or any(p.dtype != dtype or g.dtype != dtype
-                                   for p, g in zip(params, grads)):  # fmt: skip
-        raise RuntimeError(
-            f"the fused kernel with {fmt} state{' and rounded params' if round_param else ''} "
-            f"needs params and grads of one dtype among {[str(d) for d in allowed]}"
-        )
-    math = np.dtype(np.float32) if round_param else _NP_DTYPES[dtype]
-    grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
-    stored = _STATE_DTYPES.get(fmt, torch.float32 if round_param else dtype)
-    # The table checks every tensor: before anything (the step counters too) is written.
-    addresses, scales = kernel_table(params, grads, states,
-                                     buffers_in_use(hp.centered, hp.momentum), fmt == "int8",
-                                     stored, "numba")  # fmt: skip
-    state_steps = [st["step"] for st in states]
-    torch._foreach_add_(state_steps, _ONE, alpha=1.0)  # (1)
-    steps = _step_values(state_steps)
-    offsets = stream_offsets([int(step) for step in steps], seed, salts, firsts)
-    _launch(kernel_for(hp, fmt, round_param), params, steps, hp, lr, math,
-            np.array(addresses, np.int64).reshape(-1, 5), np.array(scales, np.int64).reshape(-1, 3),
-            offsets)  # fmt: skip
+__all__ = ["LOW_PRECISION", "NAME", "any_nonfinite", "native", "refusal", "step", "triad"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import Hyper, as_real, step_value, to_scalar_lr, upcast
+from ..lowbit.forms import Storage
+from .base import LOW_PRECISION, Batch, Facts, Hyper, as_real, step_value, to_scalar_lr, upcast
 
 
 def ema_square_(square_avg: Tensor, grad: Tensor, alpha: float, form: str) -> None:
@@ -116,3 +117,29 @@ def single_tensor_rmsprop(
         tensors = (param, grads[i], square_avgs[i], grad_avgs[i], momentum_buffers[i])
         with upcast(tensors) as (p, g, v, m, b):
             update_one_(p, g, v, m, b, state_steps[i], lr, hp)
+
+
+# ------------------------------------------------------------------ the back-end protocol
+NAME = "single"
+
+
+def refusal(facts: Facts, hp: Hyper) -> str | None:
+    """The single-tensor path takes every tensor (any device, dtype and layout)."""
+    return None
+
+
+def native(facts: Facts) -> bool:
+    """Float state stored as the group asks, of the parameter's dtype (or fp32 next to an
+    fp16/bf16 parameter: the math is fp32 either way, see ``upcast``)."""
+    return (
+        facts.in_form
+        and facts.storage is Storage.FLOAT
+        and not facts.rounded
+        and (facts.state_dtype == facts.dtype
+             or (facts.dtype in LOW_PRECISION and facts.state_dtype == torch.float32))
+    )  # fmt: skip
+
+
+def step(batch: Batch, lr, hp: Hyper) -> None:
+    """Update each tensor of the batch in turn (``single_tensor_rmsprop``)."""
+    single_tensor_rmsprop(batch.params, batch.grads, *batch.buffers(hp), batch.steps, lr=lr, hp=hp)

@@ -1,0 +1,43 @@
+"""The back ends by name, loaded on first use: a missing numba or triton never breaks
+``import rmsprop``; asking for it says what to install."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+#: ``impl`` values and the module of each back end.
+MODULES = {"single": "single", "foreach": "foreach", "numba": "numba_cpu",
+           "triton": "triton_cuda", "compiled": "compiled"}  # fmt: skip
+NAMES = tuple(MODULES)
+IMPLS = ("auto", *NAMES)
+
+_REASONS: dict[str, str | None] = {}
+
+
+def load(name: str) -> ModuleType:
+    """The module of back end ``name`` (imported on first use)."""
+    return importlib.import_module(f"{__package__}.{MODULES[name]}")
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why back end ``name`` cannot load here, or None if it can (checked once)."""
+    if name not in _REASONS:
+        try:
+            load(name)
+            _REASONS[name] = None
+        except ImportError as err:
+            _REASONS[name] = str(err)
+    return _REASONS[name]
+
+
+def available() -> list[str]:
+    """The back ends that load here."""
+    return [name for name in NAMES if unavailable_reason(name) is None]
+
+
+def triton_device() -> str:
+    """Where Triton kernels run: CUDA, or the CPU under Triton's interpreter
+    (``TRITON_INTERPRET=1``, for tests; ``auto`` never picks the interpreter)."""
+    return "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"

@@ -1,0 +1,58 @@
+"""Running a plan: the state a plan found missing is created, then each of its tasks is
+handed to its back end. Nothing here checks anything: ``planner`` did, for every tensor,
+before the first write of the step; what is created here (state, contiguous gradients,
+working copies) is correct by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from torch import Tensor
+
+from .._dtensor import local
+from ..backends import load, sparse, widen
+from ..backends.base import Batch
+from ..lowbit.forms import Storage
+from ..lowbit.state import init_state
+from .planner import Plan, Task
+
+
+def execute(plan: Plan, grads: list[Tensor], state: MutableMapping[Tensor, dict[str, Any]],
+            seed: int, salt_of: Callable[[Tensor], int]) -> None:  # fmt: skip
+    """Steps (1), (3)-(10) for the group of ``plan`` with gradients ``grads`` (clipped)."""
+    group = plan.group
+    for k in plan.fresh:
+        owner = plan.owners[k]
+        init_state(state[owner], owner, plan.form, plan.hp.buffers,
+                   group["initial_accumulator_value"], group["capturable"], seed, salt_of(owner))  # fmt: skip
+    if plan.sharded:
+        grads = [local(g) for g in grads]
+    states = [state[p] for p in plan.owners]
+    for task in plan.tasks:
+        _run(plan, task, _batch(plan, task, grads, states, seed, salt_of))
+
+
+def _batch(plan: Plan, task: Task, grads: list[Tensor], states: list[dict[str, Any]], seed: int,
+           salt_of: Callable[[Tensor], int]) -> Batch:  # fmt: skip
+    whole = len(task.index) == len(plan.params)
+
+    def pick(values: list[Any]) -> list[Any]:
+        return values if whole else [values[i] for i in task.index]
+
+    owners, facts = pick(plan.owners), task.facts
+    streams = task.mode != "native" or facts.storage is not Storage.FLOAT or facts.rounded
+    return Batch(pick(plan.params), pick(grads), pick(states), plan.form, facts.storage,
+                 facts.rounded, seed, [salt_of(p) for p in owners] if streams else (), owners,
+                 plan.sharded)  # fmt: skip
+
+
+def _run(plan: Plan, task: Task, batch: Batch) -> None:
+    lr, hp = plan.group["lr"], plan.hp
+    if task.mode == "sparse":
+        sparse.step(batch, lr, hp)
+    elif task.mode == "native":
+        load(plan.impl).step(batch, lr, hp)
+    else:
+        widen.step(load(plan.impl).step, batch, lr, hp)
