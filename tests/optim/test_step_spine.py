@@ -417,10 +417,11 @@ def _damage(p: torch.Tensor, kind: str, gen: torch.Generator) -> None:
     elif kind == "grad_dtype":
         p.grad.data = p.grad.double()
     elif kind == "grown":
-        p.data = torch.randn(70, 40, generator=gen)
-        p.grad = torch.randn(70, 40, generator=gen)
+        p.data = torch.randn(70, *p.shape[1:], generator=gen)
+        p.grad = torch.randn(70, *p.shape[1:], generator=gen)
     elif kind == "sparse":
-        p.grad = torch.sparse_coo_tensor(torch.tensor([[1, 5]]), torch.ones(2, 40), p.shape)
+        p.grad = torch.sparse_coo_tensor(torch.tensor([[1, 5]]), torch.ones(2, *p.shape[1:]),
+                                         p.shape)  # fmt: skip
     elif kind == "nan":
         p.grad[0, 0] = float("nan")
 
@@ -461,3 +462,48 @@ def test_a_step_either_succeeds_or_changes_nothing(kinds, impl, state_dtype, non
         return
     bad = {kind for group in kinds for kind in group} & {"short_grad", "grown"}
     assert not bad, f"a step with {bad} ran"
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kinds=st.lists(st.sampled_from([*KINDS, "small", "small", "double"]), min_size=1,
+                   max_size=5),
+    state_dtype=st.sampled_from([None, torch.float32, torch.bfloat16, "int8"]),
+    momentum=st.sampled_from([0.0, 0.9]),
+    seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_the_whole_group_check_agrees_with_the_per_tensor_check(kinds, state_dtype, momentum,
+                                                                 seed):  # fmt: skip
+    """The planner first checks a group column by column (fast, for the usual step) and
+    falls back to checking tensor by tensor: when the fast check accepts a group, its plan
+    (back end, tasks, their facts and tensors, state found) is the per-tensor check's."""
+    from rmsprop.optim import planner
+
+    gen = torch.Generator().manual_seed(seed)
+    params = []
+    for kind in kinds:
+        shape = (8, 2) if kind == "small" else (64, 80)
+        base = torch.randn(shape, generator=gen, dtype=torch.float64 if kind == "double" else None)
+        params.append((base, kind))
+    opt = rmsprop.RMSprop([p.requires_grad_() for p, _ in params], lr=0.01, momentum=momentum,
+                          centered=True, state_dtype=state_dtype)  # fmt: skip
+    for p, _ in params:
+        p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+    opt.step()
+    for p, kind in params:
+        if kind not in ("small", "double"):
+            _damage(p, kind, gen)
+        else:
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+
+    def outcome():
+        try:
+            plan = planner.plan_group(0, opt.param_groups[0], opt.state)
+        except RuntimeError as err:
+            return str(err)
+        return plan.impl, plan.tasks, plan.fresh, [id(s) for s in plan.states]
+
+    fast = outcome()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(planner, "_examine_uniform", lambda plan, state: None)
+        assert outcome() == fast

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -95,6 +96,7 @@ class Facts(NamedTuple):
     rounded: bool  # a bf16 parameter written back with stochastic rounding
     sparse: bool = False  # a sparse gradient, updated row by row (``backends.sparse``)
     grad_dtype: torch.dtype | None = None  # the gradient's, when not the parameter's
+    step_dtype: torch.dtype = torch.float32  # the step counter's (float32, or float64)
 
 
 @dataclass
@@ -111,7 +113,7 @@ class Batch:
     storage: Storage = Storage.FLOAT
     round_param: bool = False
     seed: int = 0
-    salts: Sequence[int] = ()
+    salts: Sequence[int] = ()  # each parameter's random-stream position (``codecs.stream_seed``)
     owners: Sequence[Tensor] = ()
     sharded: bool = False
 
@@ -142,10 +144,10 @@ class Batch:
             [state["momentum_buffer"] for state in views] if hp.momentum > 0 else absent,
         )
 
-    def firsts(self) -> list[int]:
+    def firsts(self) -> Sequence[int]:
         """The global index of each tensor's first element (0 unless sharded)."""
         if not self.sharded:
-            return [0] * len(self.params)
+            return np.zeros(len(self.params), np.int64)
         from ..lowbit.state import first_element
 
         return [first_element(owner) for owner in self.owners]

@@ -51,13 +51,15 @@ def lerp_low(values: np.ndarray) -> bool:
     return bool(values[ONE_MINUS_ALPHA] < 0.5)
 
 
-def corrections(hp: Hyper, steps: list[float] | None, count: int, dtype: np.dtype) -> np.ndarray:
-    """(6) ``1 - alpha**step`` per tensor, computed in double and used in the math dtype
-    (as torch does); ones without bias correction. Once per distinct step value."""
+def corrections(hp: Hyper, steps: np.ndarray | None, count: int, dtype: np.dtype) -> np.ndarray:
+    """(6) ``1 - alpha**step`` per tensor, computed in double by Python (as torch does) and
+    used in the math dtype; ones without bias correction. Once per distinct step value."""
     if not hp.bias_correction or steps is None:
         return np.ones(count, dtype)
-    by_step = {step: 1 - hp.alpha**step for step in set(steps)}
-    return np.array([by_step[step] for step in steps], dtype)
+    distinct, where = np.unique(np.asarray(steps, np.float64), return_inverse=True)
+    return np.array([1 - hp.alpha ** float(step) for step in distinct], np.float64)[where].astype(
+        dtype
+    )
 
 
 def needs_steps(hp: Hyper, batch: Batch) -> bool:
@@ -68,26 +70,27 @@ def needs_steps(hp: Hyper, batch: Batch) -> bool:
 def address_table(batch: Batch, grads: list[Tensor], names: list[str]) -> tuple[np.ndarray, ...]:
     """The data pointers the kernels take: per tensor (p, g, v, ḡ, b) and the 8-bit block
     scales of (v, ḡ, b), 0 where a buffer is not kept; ``grads`` are the batch's gradients
-    made contiguous (alive until the kernel returns)."""
-    int8 = batch.storage is Storage.INT8
-    slots = [(2 + BUFFERS.index(n), f"{n}_codes" if int8 else n, f"{n}_scale") for n in names]
-    pointers = np.zeros((len(batch), 5), np.int64)
-    scales = np.zeros((len(batch), 3), np.int64)
-    for row, (p, g, state) in enumerate(zip(batch.params, grads, batch.views)):
-        pointers[row, 0], pointers[row, 1] = p.data_ptr(), g.data_ptr()
-        for slot, key, scale_key in slots:
-            pointers[row, slot] = state[key].data_ptr()
-            if int8:
-                scales[row, slot - 2] = state[scale_key].data_ptr()
-    return pointers, scales
+    made contiguous (alive until the kernel returns). Built column by column."""
+    int8, views, count = batch.storage is Storage.INT8, batch.views, len(batch)
+    pointers = np.zeros((5, count), np.int64)
+    scales = np.zeros((3, count), np.int64)
+    pointers[0] = [p.data_ptr() for p in batch.params]
+    pointers[1] = [g.data_ptr() for g in grads]
+    for name in names:
+        slot = BUFFERS.index(name)
+        key = f"{name}_codes" if int8 else name
+        pointers[2 + slot] = [state[key].data_ptr() for state in views]
+        if int8:
+            scales[slot] = [state[f"{name}_scale"].data_ptr() for state in views]
+    return np.ascontiguousarray(pointers.T), np.ascontiguousarray(scales.T)
 
 
-def offsets(batch: Batch, steps: list[float] | None) -> np.ndarray:
+def offsets(batch: Batch, steps: np.ndarray | None) -> np.ndarray:
     """The random-stream offsets of (v, ḡ, b, param) per tensor at this step (zeros when
     nothing is rounded stochastically)."""
     if steps is None or (batch.storage is Storage.FLOAT and not batch.round_param):
         return np.zeros((len(batch), 4), np.uint64)
-    return stream_offsets([int(s) for s in steps], batch.seed, batch.salts, batch.firsts())
+    return stream_offsets(steps, batch.seed, batch.salts, batch.firsts())
 
 
 _WORK: dict[tuple[int, tuple[int, ...]], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}

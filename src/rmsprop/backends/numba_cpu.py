@@ -562,9 +562,6 @@ def step(batch: Batch, lr, hp: Hyper) -> None:
            host.offsets(batch, steps))  # fmt: skip
 
 
-_ONE = torch.tensor(1.0)
-
-
 def _make_add_one(dtype):
     @njit(cache=True)
     def add_one(addresses, values):
@@ -581,19 +578,17 @@ def _make_add_one(dtype):
 _ADD_ONE = {torch.float32: _make_add_one(np.float32), torch.float64: _make_add_one(np.float64)}
 
 
-def increment_steps(steps: list[Tensor], read: bool) -> list[float] | None:
+def increment_steps(steps: list[Tensor], read: bool) -> np.ndarray | None:
     """(1) ``t ← t + 1`` for every counter (added in the counter's dtype, as torch does, so
-    the bits are torch's); returns the new values when ``read``. CPU float32/float64
-    counters of one dtype take one compiled loop over their addresses (torch's
-    ``_foreach_add_`` costs ~0.4 µs a counter), any others ``_foreach_add_``."""
-    dtype = steps[0].dtype if steps else None
-    if dtype in MATH_DTYPES and all(s.is_cpu and s.dtype == dtype for s in steps):
-        values = np.empty(len(steps), np.float64)
+    the bits are torch's); returns the new values when ``read``. The planner has checked
+    that the counters of a batch are CPU tensors of one dtype, float32 or float64: one
+    compiled loop over their addresses (torch's ``_foreach_add_`` costs ~0.4 µs a
+    counter)."""
+    values = np.empty(len(steps), np.float64)
+    if steps:
         addresses = np.array([s.data_ptr() for s in steps], np.int64)
-        _ADD_ONE[dtype](addresses, values)
-        return values.tolist() if read else None
-    torch._foreach_add_(steps, _ONE, alpha=1.0)
-    return [float(s) for s in steps] if read else None
+        _ADD_ONE[steps[0].dtype](addresses, values)
+    return values if read else None
 
 
 # ------------------------------------------------------------------ helpers for others

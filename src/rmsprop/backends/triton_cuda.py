@@ -330,7 +330,7 @@ def step(batch: Batch, lr, hp: Hyper) -> None:
     pointers, scales = host.address_table(batch, grads, hp.buffers)
     steps = batch.steps
     torch._foreach_add_(steps, 1.0)  # (1)
-    values = [float(s) for s in steps] if host.needs_steps(hp, batch) else None
+    values = np.array([float(s) for s in steps]) if host.needs_steps(hp, batch) else None
     block = 256 if batch.storage is Storage.INT8 else BLOCK
     sizes = tuple(p.numel() for p in batch.params)
     tensor, start, _ = host.work_items(sizes, block)

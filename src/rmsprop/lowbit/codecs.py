@@ -50,10 +50,9 @@ same bits in every implementation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import Tensor
 
 BLOCK = 256
@@ -164,9 +163,8 @@ def stream_offset(step: int, seed: int) -> int:
     return (step * 0x9E3779B9 + seed * 0x85EBCA6B) & MASK32
 
 
-def stream_offsets(
-    steps: Sequence[int], rounding_seed: int, positions: Sequence[int], firsts: Sequence[int]
-) -> np.ndarray:
+def stream_offsets(steps: ArrayLike, rounding_seed: int, positions: ArrayLike,
+                   firsts: ArrayLike) -> np.ndarray:  # fmt: skip
     """The offsets of the four streams (``STREAMS`` order) of many tensors, one row per
     tensor at its step: the table the fused kernels take. ``firsts``: the stream index of
     each tensor's first element (a shard's global offset), folded into its offsets.
@@ -174,16 +172,23 @@ def stream_offsets(
     ``stream_offset(step, stream_seed(...)) + first`` mod 2**32 for every cell, computed in
     numpy's wrapping uint64 arithmetic (one pass for all tensors, not a Python loop per
     tensor and stream): exact, since only the low 32 bits of each sum are kept and the
-    low 32 bits of a product depend only on the low 32 bits of its factors."""
+    low 32 bits of a product depend only on the low 32 bits of its factors. The columns
+    may be lists or arrays (steps as floats, the counters' values)."""
     u64 = np.uint64
-
-    def column(values: Sequence[int]) -> np.ndarray:  # the low 32 bits, one row per tensor
-        return np.array([v % 2**32 for v in values], u64).reshape(-1, 1)
-
-    step, position, first = column(steps), column(positions), column(firsts)
+    step, position, first = _low32(steps), _low32(positions), _low32(firsts)
     streams = np.arange(len(STREAMS), dtype=u64)  # stream_seed, one column per stream
     seed = u64(rounding_seed % 2**32 * 7919) + position * u64(len(STREAMS)) + streams
     return (step * u64(0x9E3779B9) + seed * u64(0x85EBCA6B) + first) & u64(MASK32)
+
+
+def _low32(values: ArrayLike) -> np.ndarray:
+    """The low 32 bits of each whole number of ``values``, as a uint64 column."""
+    array = np.asarray(values)
+    if array.dtype.kind == "f":  # step counters: whole numbers below 2**53
+        array = array.astype(np.int64)
+    elif array.dtype.kind not in "iu":  # Python integers beyond 64 bits
+        array = np.array([int(v) % 2**32 for v in values], np.int64)
+    return (array.astype(np.int64, copy=False) & MASK32).astype(np.uint64).reshape(-1, 1)
 
 
 def hash32(index: Tensor, step: int, seed: int) -> Tensor:

@@ -129,7 +129,7 @@ def init_state(state: dict[str, Any], param: Tensor, form: StateForm, names: lis
     ``form``. Buffers created later (momentum turned on after the first step) start there."""
     if "step" not in state:
         device = param.device if capturable else None
-        state["step"] = torch.zeros((), dtype=_scalar_dtype(), device=device)
+        state["step"] = torch.zeros((), dtype=new_step_dtype(), device=device)
     missing = [name for name in names if not has(state, name)]
     if not missing:
         return
@@ -147,8 +147,8 @@ def init_state(state: dict[str, Any], param: Tensor, form: StateForm, names: lis
     encode(state, values, param, form, 0, seed, salt)
 
 
-def _scalar_dtype() -> torch.dtype:
-    """The dtype of ``step`` counters: torch's (float64 when that is the default dtype)."""
+def new_step_dtype() -> torch.dtype:
+    """The dtype of a new ``step`` counter: torch's (float64 when that is the default dtype)."""
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 

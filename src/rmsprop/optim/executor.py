@@ -6,9 +6,10 @@ working copies) is correct by construction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
+import numpy as np
 from torch import Tensor
 
 from .._dtensor import local
@@ -20,32 +21,34 @@ from .planner import Plan, Task
 
 
 def execute(plan: Plan, grads: list[Tensor], state: MutableMapping[Tensor, dict[str, Any]],
-            seed: int, salt_of: Callable[[Tensor], int]) -> None:  # fmt: skip
-    """Steps (1), (3)-(10) for the group of ``plan`` with gradients ``grads`` (clipped)."""
-    group = plan.group
+            seed: int, first_salt: int) -> None:  # fmt: skip
+    """Steps (1), (3)-(10) for the group of ``plan`` with gradients ``grads`` (clipped).
+    ``seed``: the optimizer's ``rounding_seed``; ``first_salt``: the random-stream position
+    of the group's first parameter (the parameters before it in the optimizer)."""
+    group, states = plan.group, plan.states
     for k in plan.fresh:
         owner = plan.owners[k]
-        init_state(state[owner], owner, plan.form, plan.hp.buffers,
-                   group["initial_accumulator_value"], group["capturable"], seed, salt_of(owner))  # fmt: skip
+        states[k] = state[owner]  # a new entry of the optimizer's state where there was none
+        init_state(states[k], owner, plan.form, plan.hp.buffers, group["initial_accumulator_value"],
+                   group["capturable"], seed, first_salt + plan.positions[k])  # fmt: skip
     if plan.sharded:
         grads = [local(g) for g in grads]
-    states = [state[p] for p in plan.owners]
     for task in plan.tasks:
-        _run(plan, task, _batch(plan, task, grads, states, seed, salt_of))
+        _run(plan, task, _batch(plan, task, grads, states, seed, first_salt))
 
 
 def _batch(plan: Plan, task: Task, grads: list[Tensor], states: list[dict[str, Any]], seed: int,
-           salt_of: Callable[[Tensor], int]) -> Batch:  # fmt: skip
+           first_salt: int) -> Batch:  # fmt: skip
     whole = len(task.index) == len(plan.params)
 
     def pick(values: list[Any]) -> list[Any]:
         return values if whole else [values[i] for i in task.index]
 
-    owners, facts = pick(plan.owners), task.facts
+    facts = task.facts
     streams = task.mode != "native" or facts.storage is not Storage.FLOAT or facts.rounded
+    salts = first_salt + np.asarray(pick(plan.positions), np.int64) if streams else ()
     return Batch(pick(plan.params), pick(grads), pick(states), plan.form, facts.storage,
-                 facts.rounded, seed, [salt_of(p) for p in owners] if streams else (), owners,
-                 plan.sharded)  # fmt: skip
+                 facts.rounded, seed, salts, pick(plan.owners), plan.sharded)  # fmt: skip
 
 
 def _run(plan: Plan, task: Task, batch: Batch) -> None:

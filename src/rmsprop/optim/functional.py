@@ -41,7 +41,7 @@ def rmsprop(
         "stochastic_rounding": False,
     }  # fmt: skip
     plan = plan_tensors(0, group, list(params), list(range(len(params))), list(grads), state)
-    execute(plan, plan.grads, state, 0, lambda p: 0)
+    execute(plan, plan.grads, state, 0, 0)
     return plan.impl
 
 

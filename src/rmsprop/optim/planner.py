@@ -31,12 +31,15 @@ from .._dtensor import any_dtensor, local
 from ..backends import load, triton_device, unavailable_reason
 from ..backends.base import Facts, Hyper
 from ..lowbit.codecs import num_blocks
-from ..lowbit.forms import StateForm, Storage
+from ..lowbit.forms import MIN_INT8_NUMEL, StateForm, Storage
+from ..lowbit.state import new_step_dtype
 from .clipping import check_mesh
 from .validation import FLOATING
 
 REAL_FLOATS = frozenset(FLOATING[:4])
 COMPLEX = frozenset(FLOATING[4:])
+#: parameter dtype -> the dtypes its gradient and state buffers may have
+_HOLDS = {dtype: COMPLEX if dtype.is_complex else REAL_FLOATS for dtype in FLOATING}
 STEP_DTYPES = (torch.float32, torch.float64)
 
 
@@ -64,9 +67,11 @@ class Plan:
     form: StateForm
     impl: str  # the back end ("none": no gradients; "sparse-lazy": sparse rows only)
     owners: list[Tensor]  # the parameters with a gradient, as the optimizer holds them
+    positions: list[int]  # their positions in the group
     params: list[Tensor]  # their local tensors (a DTensor's shard)
     grads: list[Tensor]  # their gradients as given (dense in sparse_mode="dense")
     fresh: list[int]  # positions whose state is created or completed before the run
+    states: list[dict[str, Any] | None] = field(default_factory=list)  # None: none yet
     tasks: list[Task] = field(default_factory=list)
     passed_over: dict[str, str] = field(default_factory=dict)  # auto: back end -> why not
     sharded: bool = False
@@ -119,8 +124,9 @@ def plan_tensors(index: int, group: dict[str, Any], owners: list[Tensor], positi
     params = [local(p) for p in owners] if sharded else owners
     if sharded and reduce:
         check_mesh(grads)
-    plan = Plan(index, group, hp, form, "none", owners, params, grads, [], sharded=sharded)
-    buckets = _examine(plan, positions, state)
+    plan = Plan(index, group, hp, form, "none", owners, positions, params, grads, [],
+                sharded=sharded)  # fmt: skip
+    buckets = _examine_uniform(plan, state) or _examine(plan, positions, state)
     if buckets:
         plan.impl, plan.passed_over = choose(index, group, hp, list(buckets))
         plan.tasks = [Task(_mode(plan.impl, f), f, tuple(ix)) for f, ix in buckets.items()]
@@ -147,31 +153,140 @@ def gather(group: dict[str, Any]) -> tuple[list[Tensor], list[int], list[Tensor]
 
 def _examine(plan: Plan, positions: list[int],
              state: Mapping[Tensor, dict[str, Any]]) -> dict[Facts, list[int]]:  # fmt: skip
-    """Check every tensor of the plan; its positions by ``Facts``, in order of appearance."""
-    form, names = plan.form, plan.hp.buffers
-    rounded_bf16 = plan.group["stochastic_rounding"]
-    plain = form.state_dtype is None
-    buckets: dict[Facts, list[int]] = {}
+    """Check every tensor of the plan; their positions by ``Facts``, in order of appearance.
+    Records each tensor's state (None where there is none yet) in ``plan.states``."""
+    form, names, plain = plan.form, plan.hp.buffers, plan.form.state_dtype is None
+    kinds: dict[tuple[Any, ...], list[int]] = {}
+    last, index, states, fresh = None, [], plan.states, plan.fresh
     for k, (owner, p, g) in enumerate(zip(plan.owners, plan.params, plan.grads)):
         st = state.get(owner)
+        states.append(st)
         if plan.sharded:  # the DTensor edge: check the local shards
             g = local(g)
             st = {key: local(value) for key, value in st.items()} if st else st
         storage = Storage.FLOAT if plain else form.storage(owner)
-        stored = p.dtype if plain else form.stored_dtype(owner, storage)
         try:
-            in_form, dense, complete = check_tensor(p, g, st, storage, stored, names)
-            facts = Facts(p.device, p.dtype, storage, stored, in_form, p.is_contiguous(), dense,
-                          rounded_bf16 and p.dtype == torch.bfloat16, g.is_sparse,
-                          None if g.dtype == p.dtype else g.dtype)  # fmt: skip
-            if facts.sparse:
-                _check_sparse(facts)
+            kind, complete = inspect(p, g, st, storage,
+                                     p.dtype if plain else form.stored_dtype(owner, storage), names)  # fmt: skip
         except Problem as problem:
             raise RuntimeError(f"group {plan.index}, parameter {positions[k]}: {problem}") from None
-        buckets.setdefault(facts, []).append(k)
+        if kind != last:  # most tensors share the kind of the one before: no hashing
+            index = kinds.setdefault(kind, [])
+            last = kind
+        index.append(k)
         if not complete:
-            plan.fresh.append(k)
+            fresh.append(k)
+    return {_facts(kind, plan, positions[index[0]]): index for kind, index in kinds.items()}
+
+
+def _examine_uniform(plan: Plan,
+                     state: Mapping[Tensor, dict[str, Any]]) -> dict[Facts, list[int]] | None:  # fmt: skip
+    """``_examine`` at a glance for the usual step of a large model: real parameters of one
+    dtype and device, contiguous, dense gradients of their shape and dtype, complete state
+    in the group's form (under int8: 8-bit for the large tensors, fp32 for the small),
+    contiguous, of their shape and device. The same checks, read column by column and
+    compared as lists (in C): about half the cost per tensor. Returns None (``_examine``
+    decides, tensor by tensor) when anything differs."""
+    params, n = plan.params, len(plan.params)
+    if plan.sharded or not n or params[0].dtype not in REAL_FLOATS:
+        return None
+    states = [state.get(p) for p in plan.owners]
+    parts = _storage_parts(plan)
+    buckets = {}
+    for storage, index in parts.items():
+        pick = (lambda values: values) if len(parts) == 1 else (lambda v: [v[i] for i in index])  # noqa: B023
+        kind = _uniform_kind(pick(params), pick(plan.grads), pick(states), storage, plan.form,
+                             plan.hp.buffers)  # fmt: skip
+        if kind is None:
+            return None
+        buckets[_facts(kind, plan, 0)] = list(index)
+    plan.states[:] = states
     return buckets
+
+
+def _storage_parts(plan: Plan) -> dict[Storage, range | list[int]]:
+    """The group's positions by storage: one part, or under int8 the tensors large enough
+    for 8-bit state and the others (``forms.int8_applies`` for unsharded real tensors)."""
+    if plan.form.state_dtype != "int8":
+        return {plan.form.storage(plan.params[0]): range(len(plan.params))}
+    large = [p.numel() >= MIN_INT8_NUMEL for p in plan.params]
+    parts = {Storage.INT8: [i for i, big in enumerate(large) if big],
+             Storage.FLOAT: [i for i, big in enumerate(large) if not big]}  # fmt: skip
+    ordered = sorted((index[0], storage) for storage, index in parts.items() if index)
+    return {storage: parts[storage] for _, storage in ordered}  # in order of appearance
+
+
+def _uniform_kind(params: list[Tensor], grads: list[Tensor], states: list[Any], storage: Storage,
+                  form: StateForm, names: list[str]) -> tuple[Any, ...] | None:  # fmt: skip
+    """The kind ``inspect`` would give every one of these tensors, or None if they differ
+    or any check would fail."""
+    n, dtype, device = len(params), params[0].dtype, params[0].device
+    stored = form.stored_dtype(params[0], storage)
+    try:
+        shapes = [p.shape for p in params]
+        if ([p.dtype for p in params].count(dtype) != n or [g.dtype for g in grads].count(dtype) != n
+                or [g.shape for g in grads] != shapes or not all([p.is_contiguous() for p in params])
+                or any([g.is_sparse for g in grads]) or not _same_device(params, device)
+                or not _same_device(grads, device)):  # fmt: skip
+            return None
+        if not all(_uniform_buffers(states, name, storage, stored, shapes, device)
+                   for name in names):  # fmt: skip
+            return None
+        steps = [st["step"] for st in states]
+        step_dtype = steps[0].dtype
+        if (step_dtype not in STEP_DTYPES or [s.dtype for s in steps].count(step_dtype) != n
+                or (device.type == "cpu" and not all([s.is_cpu for s in steps]))):  # fmt: skip
+            return None
+    except (AttributeError, TypeError, KeyError):  # a state, buffer or step missing or odd
+        return None  # (never compared with ``in``: ``tensor == None`` is slow)
+    return (device, dtype, storage, stored, True, True, True, False, None, step_dtype)
+
+
+def _uniform_buffers(states: list[Any], name: str, storage: Storage, stored: torch.dtype,
+                     shapes: list[torch.Size], device: torch.device) -> bool:  # fmt: skip
+    """Buffer ``name`` of every state: in form, of its parameter's shape, contiguous."""
+    n = len(states)
+    key = f"{name}_codes" if storage is Storage.INT8 else name
+    buffers = [st[key] for st in states]
+    if ([b.dtype for b in buffers].count(stored) != n or [b.shape for b in buffers] != shapes
+            or not _same_device(buffers, device) or not all([b.is_contiguous() for b in buffers])):  # fmt: skip
+        return False
+    if storage is not Storage.INT8:
+        return True
+    scales = [st[f"{name}_scale"] for st in states]
+    blocks = [num_blocks(_numel(shape)) for shape in shapes]
+    return (
+        [s.dtype for s in scales].count(torch.float32) == n
+        and [s.numel() for s in scales] == blocks
+        and _same_device(scales, device)
+        and all([s.is_contiguous() for s in scales])
+    )
+
+
+def _numel(shape: torch.Size) -> int:
+    return shape.numel()
+
+
+def _same_device(tensors: list[Tensor], device: torch.device) -> bool:
+    if device.type == "cpu":
+        return all([t.is_cpu for t in tensors])
+    return [t.device for t in tensors].count(device) == len(tensors)
+
+
+def _facts(kind: tuple[Any, ...], plan: Plan, position: int) -> Facts:
+    """The ``Facts`` of the tensors whose ``inspect`` returned ``kind`` (a plain tuple there:
+    cheaper for thousands of tensors)."""
+    device, dtype, storage, stored, in_form, contiguous, dense, sparse, grad_dtype, step = kind
+    rounded = plan.group["stochastic_rounding"] and dtype == torch.bfloat16
+    facts = Facts(device, dtype, storage, stored, in_form, contiguous, dense, rounded, sparse,
+                  grad_dtype, step)  # fmt: skip
+    if sparse and (storage is not Storage.FLOAT or rounded or not in_form):
+        raise RuntimeError(
+            f"group {plan.index}, parameter {position}: sparse gradients with "
+            "state_dtype=bfloat16/'int8' or stochastic_rounding are not supported: use "
+            "sparse_mode='dense' (or fp32 state)"
+        )
+    return facts
 
 
 def _mode(impl: str, facts: Facts) -> str:
@@ -183,69 +298,85 @@ def _mode(impl: str, facts: Facts) -> str:
 
 
 # ---------------------------------------------------------------------- the checks
-def check_tensor(p: Tensor, g: Tensor, state: dict[str, Any] | None, storage: Storage,
-                 stored: torch.dtype, names: list[str]) -> tuple[bool, bool, bool]:  # fmt: skip
+_CPU = torch.device("cpu")
+
+
+def inspect(p: Tensor, g: Tensor, state: dict[str, Any] | None, storage: Storage,
+            stored: torch.dtype, names: list[str]) -> tuple[tuple[Any, ...], bool]:  # fmt: skip
     """Raise ``Problem`` unless some implementation can update ``p`` with gradient ``g``
-    and ``state`` (local tensors). Returns (every existing buffer is in the wanted form,
-    every existing buffer is contiguous, the state has a step and every buffer)."""
-    if p.dtype not in FLOATING:
-        raise Problem(f"dtype {p.dtype}; RMSprop updates floating-point or complex parameters")
-    if (
-        g.shape != p.shape
-        or g.device != p.device
-        or (g.dtype != p.dtype and g.dtype not in (COMPLEX if p.is_complex() else REAL_FLOATS))
-    ):
+    and ``state`` (local tensors). Returns the ``Facts`` fields as a tuple, and whether the
+    state has a step and every buffer of ``names``. (The hot loop of a step with many
+    tensors: each attribute is read once.)"""
+    dtype, shape, cpu = p.dtype, p.shape, p.is_cpu
+    holds = _HOLDS.get(dtype)
+    if holds is None:
+        raise Problem(f"dtype {dtype}; RMSprop updates floating-point or complex parameters")
+    grad_dtype = g.dtype
+    if (g.shape != shape or not (g.is_cpu if cpu else g.device == p.device)
+            or (grad_dtype is not dtype and grad_dtype not in holds)):  # fmt: skip
         raise Problem(
             f"the gradient is {_describe(g)}, the parameter {_describe(p)}; a gradient must "
             "have its parameter's shape and device, and a floating-point dtype (complex for "
             "a complex parameter)"
         )
-    if not state:
-        return True, True, False
-    _check_step(state.get("step"))
-    in_form = dense = complete = True
-    int8 = storage is Storage.INT8
-    for name in names:
-        buffer = state.get(name)
-        if buffer is not None:
-            _check_buffer(name, buffer, p)
-            in_form = in_form and not int8 and buffer.dtype == stored
-            dense = dense and buffer.is_contiguous()
-        elif (codes := state.get(f"{name}_codes")) is not None:
-            scale = _check_codes(name, codes, state.get(f"{name}_scale"), p)
-            in_form = in_form and int8
-            dense = dense and codes.is_contiguous() and scale.is_contiguous()
-        else:
-            complete = False
-    return in_form, dense, complete and "step" in state
+    in_form, dense, complete, step_dtype = True, True, bool(state), None
+    if state:
+        step_dtype = _check_step(state.get("step"), cpu)
+        complete = step_dtype is not None
+        int8 = storage is Storage.INT8
+        for name in names:
+            buffer = state.get(name)
+            if buffer is not None:
+                kept = buffer.dtype if isinstance(buffer, Tensor) else None
+                if not (kept in holds and buffer.shape == shape
+                        and (buffer.is_cpu if cpu else buffer.device == p.device)):  # fmt: skip
+                    raise _buffer_problem(name, buffer, p)
+                in_form = in_form and kept is stored and not int8
+                dense = dense and buffer.is_contiguous()
+            elif (codes := state.get(f"{name}_codes")) is not None:
+                scale = _check_codes(name, codes, state.get(f"{name}_scale"), p)
+                in_form = in_form and int8
+                dense = dense and codes.is_contiguous() and scale.is_contiguous()
+            else:
+                complete = False
+    kind = (_CPU if cpu else p.device, dtype, storage, stored, in_form, p.is_contiguous(), dense,
+            g.is_sparse, None if grad_dtype is dtype else grad_dtype, step_dtype or new_step_dtype())  # fmt: skip
+    return kind, complete
 
 
 def _describe(t: Tensor) -> str:
     return f"{tuple(t.shape)} {str(t.dtype).removeprefix('torch.')} on {t.device}"
 
 
-def _check_step(step: Any) -> None:
-    if step is not None and not (isinstance(step, Tensor) and step.dtype in STEP_DTYPES):
-        found = step.dtype if isinstance(step, Tensor) else type(step).__name__
-        raise Problem(
-            f"state 'step' is {found}; it must be a float32 or float64 tensor (torch's convention)"
+def _check_step(step: Any, cpu: bool) -> torch.dtype | None:
+    """A step counter is a float32/float64 tensor, on the CPU for a CPU parameter (the
+    fused CPU kernel adds 1 to it in place). Returns its dtype, None when there is none."""
+    if step is None:
+        return None
+    if not (isinstance(step, Tensor) and step.dtype in STEP_DTYPES and (step.is_cpu or not cpu)):
+        found = (
+            f"{step.dtype} on {step.device}" if isinstance(step, Tensor) else type(step).__name__
         )
-
-
-def _check_buffer(name: str, buffer: Any, p: Tensor) -> None:
-    if not isinstance(buffer, Tensor):
-        raise Problem(f"state {name!r} is a {type(buffer).__name__}, not a tensor")
-    if buffer.shape != p.shape or buffer.device != p.device:
         raise Problem(
+            f"state 'step' is {found}; it must be a float32 or float64 tensor (torch's "
+            "convention), on the CPU for a CPU parameter"
+        )
+    return step.dtype
+
+
+def _buffer_problem(name: str, buffer: Any, p: Tensor) -> Problem:
+    if not isinstance(buffer, Tensor):
+        return Problem(f"state {name!r} is a {type(buffer).__name__}, not a tensor")
+    if buffer.shape != p.shape or buffer.device != p.device:
+        return Problem(
             f"state {name!r} is {_describe(buffer)}, the parameter {_describe(p)}; state keeps "
             "its parameter's shape and device (was the parameter's .data replaced after the "
             "optimizer's first step?)"
         )
-    if buffer.dtype not in (COMPLEX if p.is_complex() else REAL_FLOATS):
-        raise Problem(
-            f"state {name!r} has dtype {buffer.dtype}, which cannot hold the state of a "
-            f"{p.dtype} parameter"
-        )
+    return Problem(
+        f"state {name!r} has dtype {buffer.dtype}, which cannot hold the state of a "
+        f"{p.dtype} parameter"
+    )
 
 
 def _check_codes(name: str, codes: Any, scale: Any, p: Tensor) -> Tensor:
@@ -258,14 +389,6 @@ def _check_codes(name: str, codes: Any, scale: Any, p: Tensor) -> Tensor:
             f"and {num_blocks(p.numel())} float32 block scales on {p.device}"
         )
     return scale
-
-
-def _check_sparse(facts: Facts) -> None:
-    if facts.storage is not Storage.FLOAT or facts.rounded or not facts.in_form:
-        raise Problem(
-            "sparse gradients with state_dtype=bfloat16/'int8' or stochastic_rounding are not "
-            "supported: use sparse_mode='dense' (or fp32 state)"
-        )
 
 
 # ---------------------------------------------------------------------- the choice

@@ -31,12 +31,20 @@ class RMSprop(Optimizer):
     __doc__ = (
         r"""RMSprop with every framework's variant; a drop-in for ``torch.optim.RMSprop``.
 
-    With its defaults (and any of torch's own arguments) it runs ``torch.optim.RMSprop``'s
-    algorithm with the same operations in the same order: results are equal bit for bit,
-    for the for-loop (``foreach=False``) and foreach paths, and ``state_dict`` uses torch's
-    keys (``step``, ``square_avg``, ``momentum_buffer``, ``grad_avg``), so checkpoints move
-    both ways. The keyword-only switches reproduce Keras, TF1, optax and timm exactly; the
-    easiest way to set them is :meth:`from_preset`.
+    With torch's arguments it runs ``torch.optim.RMSprop``'s algorithm. With
+    ``foreach=False`` (torch's CPU path) or ``foreach=True`` it performs the same operations
+    in the same order: results are equal bit for bit. The default ``impl="auto"`` runs a
+    fused kernel where one can take the tensors; it rounds the square root correctly, which
+    torch's vectorised CPU kernel does not always, so it agrees with torch to about one ulp
+    per step. ``state_dict`` uses torch's keys (``step``, ``square_avg``,
+    ``momentum_buffer``, ``grad_avg``), so checkpoints move both ways. The keyword-only
+    switches reproduce Keras, TF1, optax and timm exactly; the easiest way to set them is
+    :meth:`from_preset`.
+
+    Each step checks every group's parameters, gradients and state before anything is
+    written, so a step that raises changes nothing; ``last_impl[i]`` names the
+    implementation group ``i`` last ran on and ``last_plan[i]`` says how (and why ``auto``
+    passed faster ones over).
 
     The algorithm (step numbers appear as comments in every implementation)::
 
@@ -64,7 +72,11 @@ class RMSprop(Optimizer):
       clipvalue, clipnorm, global_clipnorm: Keras's gradient clipping (at most one; the
         global norm is over the parameter group). ``p.grad`` itself is not modified.
       impl: ``"auto"``, ``"single"``, ``"foreach"``, ``"numba"``, ``"triton"`` or
-        ``"compiled"``. An explicit choice that cannot run raises and says why.
+        ``"compiled"``. ``"auto"`` takes the first of triton, numba, foreach (CUDA), single
+        whose checks pass for the group's tensors, preferring one that takes them all as
+        stored; an explicit choice that cannot run raises before any write and says why.
+        A tensor an implementation does not take as stored (fp16 parameters in numba, a
+        gradient of another dtype, state in another form) runs on working copies.
       state_dtype: ``None`` (the parameter's dtype, as torch), ``torch.float32``,
         ``torch.bfloat16`` (2 bytes per buffer, written with stochastic rounding) or
         ``"int8"`` (blockwise 8-bit codes with one fp32 scale per 256 elements for tensors of
@@ -180,7 +192,6 @@ class RMSprop(Optimizer):
             self.param_groups.pop()
             raise
         self.param_groups[-1] = group
-        self._salts: dict[Tensor, int] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         """What pickle and ``copy.deepcopy`` keep: torch's, and this optimizer's settings."""
@@ -194,7 +205,6 @@ class RMSprop(Optimizer):
         self.__dict__.setdefault("rounding_seed", 0)
         self.__dict__.setdefault("last_impl", {})
         self.__dict__.setdefault("last_plan", {})
-        self._salts = {}
         for group in self.param_groups:
             for key in GROUP_KEYS:
                 group.setdefault(key, self.defaults[key])
@@ -230,12 +240,13 @@ class RMSprop(Optimizer):
         self.rounding_seed = int(state_dict.get("rounding_seed", 0))
         for group, kept in zip(self.param_groups, runtime):  # how to run is not in a checkpoint
             group.update(kept)
-        for group in self.param_groups:
-            for p in group["params"]:
+        for first, group in zip(self._first_salts(), self.param_groups):
+            for i, p in enumerate(group["params"]):
                 if p in saved:
-                    self._adopt_saved(p, group, saved[p])
+                    self._adopt_saved(p, group, saved[p], first + i)
 
-    def _adopt_saved(self, p: Tensor, group: dict[str, Any], entry: dict[str, Any]) -> None:
+    def _adopt_saved(self, p: Tensor, group: dict[str, Any], entry: dict[str, Any],
+                     salt: int) -> None:  # fmt: skip
         """Keep the saved buffers' own dtypes (torch casts them to the parameter's) laid out
         like the parameter, then convert each buffer to this group's form if it is in
         another."""
@@ -247,17 +258,13 @@ class RMSprop(Optimizer):
         converted = {name: decode(state, name) for name in BUFFERS
                      if has(state, name) and not _in_form(state, name, p, form)}  # fmt: skip
         if converted:
-            encode(state, converted, p, form, step, self.rounding_seed, self._salt(p))
+            encode(state, converted, p, form, step, self.rounding_seed, salt)
 
-    def _salt(self, p: Tensor) -> int:
-        """A per-parameter number for the stochastic-rounding streams (its position)."""
-        salt = self._salts.get(p)
-        if salt is None:
-            self._salts = {
-                q: i for i, q in enumerate(q for g in self.param_groups for q in g["params"])
-            }
-            salt = self._salts[p]
-        return salt
+    def _first_salts(self) -> list[int]:
+        """Each group's first random-stream position: a parameter's stochastic-rounding
+        streams are numbered by its position among all the optimizer's parameters."""
+        sizes = [len(group["params"]) for group in self.param_groups]
+        return [sum(sizes[:i]) for i in range(len(sizes))]
 
     # ------------------------------------------------------------------ the step
     @_use_grad_for_differentiable
@@ -273,9 +280,9 @@ class RMSprop(Optimizer):
         plans = self._plan()  # every group checked: nothing written yet
         if not self._gradients_pass(plans):  # nonfinite="skip"/"raise", on the raw gradients
             return loss
-        for plan in plans:
+        for plan, first_salt in zip(plans, self._first_salts()):
             grads = clip_gradients(plan.grads, plan.group)  # (2)
-            execute(plan, grads, self.state, self.rounding_seed, self._salt)  # (1), (3)-(10)
+            execute(plan, grads, self.state, self.rounding_seed, first_salt)  # (1), (3)-(10)
             self.last_impl[plan.index], self.last_plan[plan.index] = plan.impl, plan.summary()
         return loss
 
