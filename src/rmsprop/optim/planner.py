@@ -229,7 +229,8 @@ def _uniform_kind(params: list[Tensor], grads: list[Tensor], states: list[Any], 
                 or any([g.is_sparse for g in grads]) or not _same_device(params, device)
                 or not _same_device(grads, device)):  # fmt: skip
             return None
-        if not all(_uniform_buffers(states, name, storage, stored, shapes, device)
+        blocks = [num_blocks(s.numel()) for s in shapes] if storage is Storage.INT8 else None
+        if not all(_uniform_buffers(states, name, storage, stored, shapes, blocks, device)
                    for name in names):  # fmt: skip
             return None
         steps = [st["step"] for st in states]
@@ -243,8 +244,10 @@ def _uniform_kind(params: list[Tensor], grads: list[Tensor], states: list[Any], 
 
 
 def _uniform_buffers(states: list[Any], name: str, storage: Storage, stored: torch.dtype,
-                     shapes: list[torch.Size], device: torch.device) -> bool:  # fmt: skip
-    """Buffer ``name`` of every state: in form, of its parameter's shape, contiguous."""
+                     shapes: list[torch.Size], blocks: list[int] | None,
+                     device: torch.device) -> bool:  # fmt: skip
+    """Buffer ``name`` of every state: in form, of its parameter's shape, contiguous (and
+    for 8-bit state, ``blocks`` float32 scales)."""
     n = len(states)
     key = f"{name}_codes" if storage is Storage.INT8 else name
     buffers = [st[key] for st in states]
@@ -254,17 +257,12 @@ def _uniform_buffers(states: list[Any], name: str, storage: Storage, stored: tor
     if storage is not Storage.INT8:
         return True
     scales = [st[f"{name}_scale"] for st in states]
-    blocks = [num_blocks(_numel(shape)) for shape in shapes]
     return (
         [s.dtype for s in scales].count(torch.float32) == n
         and [s.numel() for s in scales] == blocks
         and _same_device(scales, device)
         and all([s.is_contiguous() for s in scales])
     )
-
-
-def _numel(shape: torch.Size) -> int:
-    return shape.numel()
 
 
 def _same_device(tensors: list[Tensor], device: torch.device) -> bool:
