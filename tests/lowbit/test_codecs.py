@@ -213,3 +213,31 @@ def test_stream_offsets_table_is_the_per_stream_formula(seed):
                 == (codecs.stream_offset(step, stream) + first) % 2**32
             )
     assert codecs.stream_offsets([], seed, [], []).shape == (0, len(codecs.STREAMS))
+
+
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("top", [1e-40, 1.4e-45, 2.0**-70, 2.0**-64, 0.0])
+def test_zero_and_subnormal_blocks_round_trip(top, signed):
+    """A block whose largest magnitude is tiny, even subnormal (1 / scale would overflow
+    float32): zeros stay zeros, the largest value decodes to itself, no value grows past
+    the block's maximum, and values that normalise above the smallest code decode within
+    the codec's error (the decoded value may be subnormal: then within 2**-149)."""
+    gen = torch.Generator().manual_seed(0)
+    values = torch.rand(256, generator=gen) * top
+    values[:64] = 0.0
+    values[100] = top
+    if signed:
+        values[128:] = -values[128:]
+    codes, scale = codecs.quantize_blockwise(values, signed)
+    assert float(scale[0]) == np.float32(top)
+    decoded = codecs.dequantize_blockwise(codes, scale, signed)
+    assert bool(torch.isfinite(decoded).all())
+    assert bool((decoded[:64] == 0).all())
+    assert float(decoded[100]) == float(values[100])
+    assert bool((decoded.abs() <= scale[0]).all())
+    if not signed:
+        assert bool((decoded >= 0).all())
+    relative = 1 / 32 if not signed else 1 / 16
+    big = values.abs() >= 2**-15 * float(scale[0])
+    error = (decoded - values).abs()
+    assert bool((error[big] <= relative * values.abs()[big] + 2.0**-149).all())

@@ -337,3 +337,29 @@ def test_sparse_gradient_with_compact_state_is_refused_before_any_update():
     assert torch.equal(dense.detach(), before[0])
     for key, value in opt.state[dense].items():
         assert torch.equal(value, before[1][key]), key
+
+
+@pytest.mark.parametrize("impl", ["numba", "triton", "foreach"])
+def test_subnormal_state_blocks_in_every_impl(impl, ieee_sqrt, monkeypatch):
+    """Gradients of 1e-20 make square_avg blocks whose largest value is subnormal (1e-42;
+    ``1 / scale`` overflows float32): elements with a zero gradient keep a zero
+    square_avg (they decoded as the block's maximum before), and the fused kernels write
+    the bits of the per-tensor path."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    results = {}
+    for name in ("single", impl):
+        p = torch.zeros(64, 128, requires_grad=True)
+        opt = rmsprop.RMSprop([p], lr=1e-3, momentum=0.9, state_dtype="int8", impl=name)
+        for k in range(3):
+            grad = torch.full((64, 128), 1e-20) * (1 + torch.arange(128.0) / 128)
+            grad[:, :32] = 0.0  # zero gradients in every block
+            p.grad = grad * (k + 1)
+            opt.step()
+        state = {key: value.clone() for key, value in opt.state[p].items()}
+        square_avg = dequantize_blockwise(state["square_avg_codes"], state["square_avg_scale"],
+                                          signed=False)  # fmt: skip
+        assert bool((square_avg[:, :32] == 0).all()) and float(square_avg.max()) < 1e-38
+        results[name] = p.detach().clone(), state
+    assert torch.equal(results[impl][0], results["single"][0])
+    for key, value in results["single"][1].items():
+        assert torch.equal(results[impl][1][key], value), key

@@ -41,7 +41,16 @@ try:
 except ImportError as err:  # pragma: no cover - exercised where numba is missing
     raise ImportError("impl='numba' needs numba: pip install 'rmsprop[fast]'") from err
 
-from ..lowbit.codecs import INF_BITS, S_BASE, S_SHIFT, U_BASE, U_SHIFT, noise_field
+from ..lowbit.codecs import (
+    INF_BITS,
+    S_BASE,
+    S_SHIFT,
+    TINY_LIFT,
+    TINY_SCALE,
+    U_BASE,
+    U_SHIFT,
+    noise_field,
+)
 from ..lowbit.forms import Storage
 from ..lowbit.state import BUFFERS
 from . import host
@@ -323,9 +332,11 @@ def _encode_codes(values, codes, start, count, top, buffer, hashes, offset):
     encoded first) hashes each element (stream offset ``offset``) and keeps the hashes in
     ``hashes`` for buffers 1 (``grad_avg``) and 2 (``momentum_buffer``)."""
     scale = _f32_from_bits(top)
-    inverse = np.float32(1.0) / scale if scale > np.float32(0.0) else np.float32(0.0)
+    lift = np.float32(TINY_LIFT) if scale < np.float32(TINY_SCALE) else np.float32(1.0)
+    lifted = scale * lift  # codecs.block_factors
+    inverse = np.float32(1.0) / lifted if lifted > np.float32(0.0) else np.float32(0.0)
     for i in range(start, start + count):
-        x = values[i - start] * inverse
+        x = (values[i - start] * lift) * inverse
         if buffer == 0:
             h = _hash32(i, offset)
             hashes[i - start] = h

@@ -30,7 +30,16 @@ try:
 except ImportError as err:  # pragma: no cover - exercised where triton is missing
     raise ImportError("impl='triton' needs triton: pip install 'rmsprop[gpu]'") from err
 
-from ..lowbit.codecs import INF_BITS, S_BASE, S_SHIFT, U_BASE, U_SHIFT, noise_field
+from ..lowbit.codecs import (
+    INF_BITS,
+    S_BASE,
+    S_SHIFT,
+    TINY_LIFT,
+    TINY_SCALE,
+    U_BASE,
+    U_SHIFT,
+    noise_field,
+)
 from ..lowbit.forms import Storage
 from . import host
 from .base import Batch, Facts, Hyper, to_scalar_lr
@@ -42,6 +51,7 @@ BLOCK = 1024
 _U_BASE, _U_SHIFT = tl.constexpr(U_BASE), tl.constexpr(U_SHIFT)
 _S_BASE, _S_SHIFT = tl.constexpr(S_BASE), tl.constexpr(S_SHIFT)
 _INF_BITS = tl.constexpr(INF_BITS)
+_TINY_SCALE, _TINY_LIFT = tl.constexpr(TINY_SCALE), tl.constexpr(TINY_LIFT)
 
 
 # codecs.noise_field of each 8-bit buffer: (first bit, mask, lift) of its field of the hash
@@ -181,8 +191,10 @@ def _int8_encode(value, mask, noise, SIGNED: tl.constexpr):
     top = tl.max(tl.where(mask & (magnitude_bits < _INF_BITS), magnitude_bits, 0), axis=0)
     scale = top.to(tl.float32, bitcast=True)
     one = tl.full((), 1.0, tl.float32)
-    inverse = tl.where(scale > 0.0, tl.div_rn(one, tl.where(scale > 0.0, scale, one)), 0.0)
-    x = value * inverse
+    lift = tl.where(scale < _TINY_SCALE, _TINY_LIFT, 1.0)  # codecs.block_factors
+    lifted = scale * lift
+    inverse = tl.where(lifted > 0.0, tl.div_rn(one, tl.where(lifted > 0.0, lifted, one)), 0.0)
+    x = (value * lift) * inverse
     bits = x.to(tl.uint32, bitcast=True)
     if SIGNED:
         rounded = ((bits & 0x7FFFFFFF) + noise) >> _S_SHIFT

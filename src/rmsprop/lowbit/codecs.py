@@ -37,6 +37,10 @@ rounding window: one hash instead of three is what lets the fused CPU kernel kee
 with fp32 state (``code_noise``). Ten or eleven random bits bound the rounding bias at
 2**-11 of a code step.
 
+Blocks of zeros and of tiny (even subnormal) values: an all-zero block has scale 0 and
+codes 0; a block whose largest magnitude is below 2**-64 is lifted by 2**64 (exact, a
+power of two) before it is normalised, so ``1 / scale`` never overflows and 0 stays 0.
+
 NaN and Inf (a NaN gradient with ``nonfinite="update"``, torch's behaviour: the parameter
 becomes NaN) never enter a block's scale, so the other 255 values of the block keep their
 state; the non-finite element itself gets the largest code: the block maximum (with its
@@ -61,6 +65,8 @@ ONE_BITS = 0x3F800000  # float32 1.0
 INF_BITS = 0x7F800000  # float32 +Inf: magnitudes at or above it are not finite
 U_SHIFT, U_BASE = 19, (ONE_BITS >> 19) - 255  # unsigned: code c <-> bits (c + U_BASE) << U_SHIFT
 S_SHIFT, S_BASE = 20, (ONE_BITS >> 20) - 127  # signed magnitude m <-> bits (m + S_BASE) << S_SHIFT
+# blocks whose largest magnitude is below TINY_SCALE are normalised after a lift by TINY_LIFT
+TINY_SCALE, TINY_LIFT = 2.0**-64, 2.0**64
 # the rounding noise of each 8-bit buffer: (first bit, width) of the element's shared hash
 NOISE_FIELDS = {"square_avg": (0, 11), "grad_avg": (11, 11), "momentum_buffer": (22, 10)}
 
@@ -82,9 +88,16 @@ def num_blocks(numel: int, block: int = BLOCK) -> int:
     return (numel + block - 1) // block
 
 
-def inverse_scale(scale: Tensor) -> Tensor:
-    """``1 / scale`` (0 for an all-zero block), the factor every backend multiplies by."""
-    return torch.where(scale > 0, 1.0 / scale, torch.zeros_like(scale))
+def block_factors(scale: Tensor) -> tuple[Tensor, Tensor]:
+    """(lift, inverse) of each block: a value is normalised as ``(value * lift) * inverse``,
+    the same two products in every back end. ``lift`` is 1, or ``TINY_LIFT`` for a block
+    whose largest magnitude is below ``TINY_SCALE`` (there ``1 / scale`` would overflow
+    float32 for subnormal scales, and 0 would normalise to NaN): the power of two makes the
+    block's values normal, exactly. ``inverse`` is ``1 / (scale * lift)``, 0 for an
+    all-zero block."""
+    lift = torch.where(scale < TINY_SCALE, TINY_LIFT, 1.0).to(torch.float32)
+    lifted = scale * lift
+    return lift, torch.where(lifted > 0, 1.0 / lifted, torch.zeros_like(scale))
 
 
 def encode_normalized(x: Tensor, signed: bool, noise: Tensor | None = None) -> Tensor:
@@ -135,7 +148,8 @@ def quantize_blockwise(x: Tensor, signed: bool, block: int = BLOCK, *,
     scale = torch.where(torch.isfinite(magnitude), magnitude, 0.0).amax(dim=1)
     if noise is not None:
         noise = torch.nn.functional.pad(noise.reshape(-1).long(), (0, pad)).view(padded.shape)
-    codes = encode_normalized(padded * inverse_scale(scale).unsqueeze(1), signed, noise)
+    lift, inverse = block_factors(scale)
+    codes = encode_normalized(padded * lift.unsqueeze(1) * inverse.unsqueeze(1), signed, noise)
     return codes.reshape(-1)[:n].to(torch.uint8).view(x.shape), scale
 
 
