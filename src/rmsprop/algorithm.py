@@ -34,11 +34,31 @@ state   t = 0, v = v0 (initial_accumulator_value), ḡ = 0 (centered), b = 0 (mo
       μ = 0:  Δ ← η_t u
  (10) θ ← θ − Δ
 
+Centered with bf16 or 8-bit state (the variance form): instead of v the state holds
+      S = v − ḡ²/c   (c = 1 − αᵗ with bias_correction, else 1; S₀ = v0), updated as
+ (4') S ← α S + α(1−α)(c_{t−1}/c_t)(g − μ)²,   μ = ḡ/c_{t−1} (the old mean; the term is
+      0 at t = 1 with bias_correction), before (5); then s = S/c_t (S without bias
+      correction). The same s as (6) in exact arithmetic, never negative, and its rounding
+      error is relative to the variance itself, not to v (v − ḡ² of quantized v and ḡ can
+      be all error when the variance is small next to ḡ²).
+
 ema_form:  "torch"    v ← α·v + (1−α)·g²  (mul_, addcmul_);  ḡ ← lerp(ḡ, g, 1−α)
            "multiply" v ← α·v + (1−α)·g²;   ḡ ← α·ḡ + (1−α)·g      (Keras, optax)
            "delta"    v ← v + (1−α)(g² − v); ḡ ← ḡ + (1−α)(g − ḡ)    (TF1 kernels, timm)
 The three are equal in exact arithmetic and differ in the last bits.
 """.strip("\n")
+
+
+def variance_weights(alpha: float, step: float, bias_correction: bool) -> tuple[float, ...]:
+    """(c_t, 1/c_{t−1}, α(1−α)·c_{t−1}/c_t) at step ``step`` (already counted) for the
+    variance form (4'): the bias correction, the factor that turns the stored mean into
+    the old mean (0 at the first step, where c_0 = 0), and the weight of the new squared
+    deviation. Without bias correction (1, 1, α(1−α)). Computed in double, as Python
+    computes a torch scalar; every implementation uses these three numbers."""
+    if not bias_correction:
+        return 1.0, 1.0, alpha * (1 - alpha)
+    now, before = 1 - alpha**step, 1 - alpha ** (step - 1)
+    return now, (1 / before if before > 0 else 0.0), alpha * (1 - alpha) * before / now
 
 
 def explain(hp: dict[str, Any]) -> list[str]:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..lowbit.forms import StateForm, Storage
+from ..lowbit.state import buffer_names
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -56,15 +57,13 @@ class Hyper:
     def from_group(cls, group: dict[str, Any]) -> Hyper:
         return cls(**{f.name: group[f.name] for f in fields(cls) if f.name in group})
 
-    @property
-    def buffers(self) -> list[str]:
-        """The state buffers these switches keep (``square_avg``, then ``grad_avg`` when
-        centered, ``momentum_buffer`` with momentum)."""
-        return (
-            ["square_avg"]
-            + ["grad_avg"] * self.centered
-            + ["momentum_buffer"] * (self.momentum > 0)
-        )
+    def buffers(self, storage: Storage = Storage.FLOAT) -> list[str]:
+        """The state buffers these switches keep with ``storage`` (``lowbit.state``)."""
+        return buffer_names(self.centered, self.momentum, storage)
+
+    def variance_form(self, storage: Storage) -> bool:
+        """Centered with bf16 or 8-bit state: ``grad_var`` in place of ``square_avg``."""
+        return self.centered and storage is not Storage.FLOAT
 
     def kernel_switches(self) -> dict[str, int]:
         """The switches as the fused kernels take them (compile-time constants), in the

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..algorithm import variance_weights
 from ..lowbit.codecs import stream_offsets
 from ..lowbit.forms import Storage
-from ..lowbit.state import BUFFERS
+from ..lowbit.state import SLOT
 from .base import Batch, Hyper
 
 # The scalars' slots in the array both kernels take.
@@ -52,14 +53,16 @@ def lerp_low(values: np.ndarray) -> bool:
 
 
 def corrections(hp: Hyper, steps: np.ndarray | None, count: int, dtype: np.dtype) -> np.ndarray:
-    """(6) ``1 - alpha**step`` per tensor, computed in double by Python (as torch does) and
-    used in the math dtype; ones without bias correction. Once per distinct step value."""
+    """Per tensor, (c_t, 1/c_{t−1}, weight) of ``algorithm.variance_weights`` in the math
+    dtype: (6) the bias correction ``1 - alpha**step`` (1 without), and the two numbers of
+    the variance form (4'). Computed in double by Python, as torch computes a scalar, once
+    per distinct step value."""
     if not hp.bias_correction or steps is None:
-        return np.ones(count, dtype)
+        row = variance_weights(hp.alpha, 1.0, False)
+        return np.tile(np.array(row, np.float64).astype(dtype), (count, 1))
     distinct, where = np.unique(np.asarray(steps, np.float64), return_inverse=True)
-    return np.array([1 - hp.alpha ** float(step) for step in distinct], np.float64)[where].astype(
-        dtype
-    )
+    rows = [variance_weights(hp.alpha, float(step), True) for step in distinct]
+    return np.array(rows, np.float64)[where].astype(dtype)
 
 
 def needs_steps(hp: Hyper, batch: Batch) -> bool:
@@ -77,7 +80,7 @@ def address_table(batch: Batch, grads: list[Tensor], names: list[str]) -> tuple[
     pointers[0] = [p.data_ptr() for p in batch.params]
     pointers[1] = [g.data_ptr() for g in grads]
     for name in names:
-        slot = BUFFERS.index(name)
+        slot = SLOT[name]
         key = f"{name}_codes" if int8 else name
         pointers[2 + slot] = [state[key].data_ptr() for state in views]
         if int8:

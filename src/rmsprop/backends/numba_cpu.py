@@ -101,42 +101,57 @@ def _as_pointer(typingctx, address):
 
 
 @njit(inline="always")
-def _update(f, gi, pi, vi, mi, bi, s, lerp_low, correction):
+def _mean_(ema, mi, gi, s, lerp_low):
+    """(5) ``ḡ ← α ḡ + (1 − α) g``, written as ``ema`` writes it."""
+    oma = s[ONE_MINUS_ALPHA]
+    if ema == 0:  # grad_avg.lerp_(g, 1-alpha)
+        if lerp_low:
+            return _fma(oma, gi - mi, mi)
+        return _fma(-s[LERP_REST], gi - mi, gi)
+    if ema == 1:  # grad_avg.mul_(alpha).add_(g, alpha=1-alpha)
+        return _fma(oma, gi, mi * s[ALPHA])
+    return _fma(oma, gi - mi, mi)  # grad_avg.add_(g - grad_avg, alpha=1-alpha)
+
+
+@njit(inline="always")
+def _update(f, gi, pi, vi, mi, bi, s, lerp_low, corr):
     """Steps (1)-(10) for one element; ``f`` the switches (compile-time constants at every
-    call site), ``s`` the scalars. Returns the new (p, v, ḡ, b)."""
-    maximize, wd_mode, ema, centered, clamp, bias, eps_in_sqrt, momentum_mode, nesterov = f
+    call site), ``s`` the scalars, ``corr`` the tensor's (c_t, 1/c_{t−1}, weight) of
+    ``algorithm.variance_weights``. Returns the new (p, v, ḡ, b); in the variance form
+    (centered compact state) ``vi`` is S = v − ḡ²/c."""
+    maximize, wd_mode, ema, centered, clamp, bias, eps_in_sqrt, momentum_mode, nesterov = f[:9]
+    variance = f[9]
     alpha, oma, eps, wd, lr, neg_lr = s[ALPHA], s[ONE_MINUS_ALPHA], s[EPS], s[WD], s[LR], s[NEG_LR]
     mu, decay, neg_lr_mu, neg_mu = s[MOMENTUM], s[DECAY], s[NEG_LR_MOM], s[NEG_MOM]
+    correction = corr[0]
     if maximize:  # (1)
         gi = -gi
     if wd_mode == 2:  # (3) decoupled: param.mul_(1 - lr*wd)
         pi = pi * decay
     elif wd_mode == 1:  # (3) coupled: grad.add(param, alpha=wd)
         gi = _fma(wd, pi, gi)
-    if ema == 2:  # (4) square_avg.add_(g*g - v, alpha=1-alpha)
-        vi = _fma(oma, gi * gi - vi, vi)
-    else:  # (4) square_avg.mul_(alpha).addcmul_(g, g, value=1-alpha)
-        vi = _fma(oma * gi, gi, vi * alpha)
-    si = vi
-    if centered:  # (5)
-        if ema == 0:  # grad_avg.lerp_(g, 1-alpha)
-            if lerp_low:
-                mi = _fma(oma, gi - mi, mi)
+    if variance:  # (4') S ← αS + w (g − μ)², μ = ḡ/c_{t−1}; (5); (6) s = S/c_t
+        delta = gi - mi * corr[1]
+        vi = _fma(corr[2] * delta, delta, vi * alpha)
+        mi = _mean_(ema, mi, gi, s, lerp_low)
+        si = vi / correction if bias else vi
+    else:
+        if ema == 2:  # (4) square_avg.add_(g*g - v, alpha=1-alpha)
+            vi = _fma(oma, gi * gi - vi, vi)
+        else:  # (4) square_avg.mul_(alpha).addcmul_(g, g, value=1-alpha)
+            vi = _fma(oma * gi, gi, vi * alpha)
+        si = vi
+        if centered:  # (5)
+            mi = _mean_(ema, mi, gi, s, lerp_low)
+            if bias:  # (6)
+                mean = mi / correction
+                si = _fma(-mean, mean, vi / correction)
             else:
-                mi = _fma(-s[LERP_REST], gi - mi, gi)
-        elif ema == 1:  # grad_avg.mul_(alpha).add_(g, alpha=1-alpha)
-            mi = _fma(oma, gi, mi * alpha)
-        else:  # grad_avg.add_(g - grad_avg, alpha=1-alpha)
-            mi = _fma(oma, gi - mi, mi)
-        if bias:  # (6)
-            mean = mi / correction
-            si = _fma(-mean, mean, vi / correction)
-        else:
-            si = _fma(-mi, mi, vi)
-        if clamp and si < 0:
-            si = si - si  # +0, as clamp_min(s, 0)
-    elif bias:
-        si = vi / correction
+                si = _fma(-mi, mi, vi)
+            if clamp and si < 0:
+                si = si - si  # +0, as clamp_min(s, 0)
+        elif bias:
+            si = vi / correction
     if eps_in_sqrt:  # (7)
         d = np.sqrt(si + eps)
     else:
@@ -427,7 +442,8 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float", bf16_param
                 v = numba.carray(_as_pointer(addresses[t, 2]), n, s.dtype)
                 m = numba.carray(_as_pointer(addresses[t, 3] or addresses[t, 2]), n, s.dtype)
                 b = numba.carray(_as_pointer(addresses[t, 4] or addresses[t, 2]), n, s.dtype)
-                correction, p_offset = corrections[t], offsets[t, 3]
+                correction = (corrections[t, 0], corrections[t, 1], corrections[t, 2])
+                p_offset = offsets[t, 3]
                 for i in range(chunk_start[c], chunk_stop[c]):
                     mi = m[i] if centered else s[EPS]
                     bi = b[i] if momentum_mode else s[EPS]
@@ -464,7 +480,7 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float", bf16_param
                 bs = numba.carray(_as_pointer(scales[t, 2] or scales[t, 0]), blocks, np.float32)
                 new = np.empty((3, 256), np.float32)
                 hashes = np.empty(256, np.uint32)
-                correction = corrections[t]
+                correction = (corrections[t, 0], corrections[t, 1], corrections[t, 2])
                 start = chunk_start[c]
                 while start < chunk_stop[c]:
                     blk = start // np.uint64(256)
@@ -495,7 +511,7 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float", bf16_param
             v = numba.carray(_as_pointer(addresses[t, 2]), n, np.uint16)
             m = numba.carray(_as_pointer(addresses[t, 3] or addresses[t, 2]), n, np.uint16)
             b = numba.carray(_as_pointer(addresses[t, 4] or addresses[t, 2]), n, np.uint16)
-            correction = corrections[t]
+            correction = (corrections[t, 0], corrections[t, 1], corrections[t, 2])
             v_offset, m_offset, b_offset, p_offset = offsets[t]
             for i in range(chunk_start[c], chunk_stop[c]):
                 mi = _bf16_decode(m[i]) if centered else s[EPS]
@@ -518,7 +534,8 @@ _KERNELS: dict[tuple[object, ...], object] = {}
 def kernel_for(hp: Hyper, storage: Storage = Storage.FLOAT, bf16_params: bool = False):
     """The compiled kernel for ``hp``'s switches, the state storage and the param format
     (built on first use)."""
-    key = (tuple(hp.kernel_switches().values()), storage, bf16_params)
+    flags = (*hp.kernel_switches().values(), int(hp.variance_form(storage)))
+    key = (flags, storage, bf16_params)
     if key not in _KERNELS:
         _KERNELS[key] = _make_kernel(key[0], storage.name.lower(), bf16_params)
     return _KERNELS[key]
@@ -564,7 +581,7 @@ def step(batch: Batch, lr, hp: Hyper) -> None:
     lr = float(to_scalar_lr(lr))
     math = host.NUMPY_DTYPES[batch.params[0].dtype]
     grads = [g if g.is_contiguous() else g.contiguous() for g in batch.grads]
-    pointers, scales = host.address_table(batch, grads, hp.buffers)
+    pointers, scales = host.address_table(batch, grads, hp.buffers(batch.storage))
     steps = increment_steps(batch.steps, host.needs_steps(hp, batch))  # (1)
     sizes = tuple(p.numel() for p in batch.params)
     kernel = kernel_for(hp, batch.storage, batch.round_param)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..algorithm import variance_weights
 from ..lowbit.forms import Storage
 from .base import LOW_PRECISION, Batch, Facts, Hyper, as_real, step_value, to_scalar_lr, upcast
 
@@ -47,7 +48,13 @@ def denominator(square_avg: Tensor, grad_avg: Tensor | None, step: float, hp: Hy
         s = square_avg  # not copied: (7) below makes the new tensor
     if grad_avg is not None and hp.centered_clamp:
         s = s.clamp_min_(0)
-    if hp.eps_in_sqrt:  # (7)
+    return with_eps(s, square_avg, hp)
+
+
+def with_eps(s: Tensor, square_avg: Tensor, hp: Hyper) -> Tensor:
+    """(7) ``sqrt(s + eps)`` or ``sqrt(s) + eps``, a new tensor (``s`` is ``square_avg``
+    itself, which must not change, or a temporary that may)."""
+    if hp.eps_in_sqrt:
         return s.add(hp.eps).sqrt_()
     avg = s.sqrt() if s is square_avg else s.sqrt_()
     return avg.add(hp.eps) if hp.differentiable else avg.add_(hp.eps)
@@ -117,6 +124,35 @@ def single_tensor_rmsprop(
         tensors = (param, grads[i], square_avgs[i], grad_avgs[i], momentum_buffers[i])
         with upcast(tensors) as (p, g, v, m, b):
             update_one_(p, g, v, m, b, state_steps[i], lr, hp)
+
+
+def update_variance_(
+    param: Tensor,
+    grad: Tensor,
+    grad_var: Tensor,
+    grad_avg: Tensor,
+    buf: Tensor | None,
+    step: Tensor,
+    lr,
+    hp: Hyper,
+) -> None:
+    """One parameter, steps (1)-(10) in the variance form of centered RMSprop (bf16 or
+    8-bit state: ``grad_var`` holds S = v − ḡ²/c; see ``rmsprop.algorithm``), the operations
+    of the fused kernels in their order."""
+    grad = -grad if hp.maximize else grad  # (1)
+    step += 1
+    if hp.weight_decay != 0:  # (3)
+        if hp.decoupled_weight_decay:
+            param.mul_(1 - lr * hp.weight_decay)
+        else:
+            grad = grad.add(param, alpha=hp.weight_decay)
+    correction, inverse_before, weight = variance_weights(hp.alpha, step_value(step),
+                                                          hp.bias_correction)  # fmt: skip
+    delta = grad - grad_avg * inverse_before  # (4') the deviation from the old mean
+    grad_var.mul_(hp.alpha).addcmul_(delta, delta, value=weight)
+    ema_mean_(grad_avg, grad, hp.alpha, hp.ema_form)  # (5)
+    s = grad_var / correction if hp.bias_correction else grad_var  # (6)
+    apply_step_(param, grad, with_eps(s, grad_var, hp), buf, lr, hp)  # (7)-(10)
 
 
 # ------------------------------------------------------------------ the back-end protocol

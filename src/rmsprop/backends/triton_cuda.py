@@ -61,43 +61,60 @@ _B_FIRST, _B_MASK, _B_LIFT = (tl.constexpr(x) for x in noise_field("momentum_buf
 
 
 @triton.jit
-def _update(g, p, v, m, b, correction,
+def _mean(g, m, alpha, oma, lerp_rest, EMA: tl.constexpr, LERP_LOW: tl.constexpr):
+    """(5) ``ḡ ← α ḡ + (1 − α) g``, written as EMA writes it."""
+    if EMA == 0:
+        if LERP_LOW:
+            m = tl.fma(oma, g - m, m)
+        else:
+            m = tl.fma(-lerp_rest, g - m, g)
+    elif EMA == 1:
+        m = tl.fma(oma, g, m * alpha)
+    else:
+        m = tl.fma(oma, g - m, m)
+    return m
+
+
+@triton.jit
+def _update(g, p, v, m, b, correction, inverse_before, weight,
             alpha, oma, eps, wd, lr, neg_lr, mu, decay, neg_lr_mu, neg_mu, lerp_rest,
             MAXIMIZE: tl.constexpr, WD_MODE: tl.constexpr, EMA: tl.constexpr,
             CENTERED: tl.constexpr, CLAMP: tl.constexpr, BIAS: tl.constexpr,
             EPS_IN_SQRT: tl.constexpr, MOMENTUM_MODE: tl.constexpr, NESTEROV: tl.constexpr,
-            LERP_LOW: tl.constexpr):  # fmt: skip
-    """Steps (1)-(10) on fp32 values; returns the new (p, v, ḡ, b)."""
+            VARIANCE: tl.constexpr, LERP_LOW: tl.constexpr):  # fmt: skip
+    """Steps (1)-(10) on fp32 values; returns the new (p, v, ḡ, b). With VARIANCE (centered
+    compact state) ``v`` is S = v − ḡ²/c, updated by (4') with ``algorithm.variance_weights``
+    (``correction``, ``inverse_before``, ``weight``)."""
     if MAXIMIZE:  # (1)
         g = -g
     if WD_MODE == 2:  # (3) decoupled: param.mul_(1 - lr*wd)
         p = p * decay
     elif WD_MODE == 1:  # (3) coupled: grad.add(param, alpha=wd)
         g = tl.fma(wd, p, g)
-    if EMA == 2:  # (4) v + (1-alpha)(g*g - v)
-        v = tl.fma(oma, g * g - v, v)
-    else:  # (4) v*alpha + ((1-alpha)*g)*g
-        v = tl.fma(oma * g, g, v * alpha)
-    s = v
-    if CENTERED:  # (5)
-        if EMA == 0:
-            if LERP_LOW:
-                m = tl.fma(oma, g - m, m)
+    if VARIANCE:  # (4') S ← αS + w (g − μ)², μ = ḡ/c_{t−1}; (5); (6) s = S/c_t
+        delta = g - m * inverse_before
+        v = tl.fma(weight * delta, delta, v * alpha)
+        m = _mean(g, m, alpha, oma, lerp_rest, EMA, LERP_LOW)
+        s = v
+        if BIAS:
+            s = tl.div_rn(v, correction)
+    else:
+        if EMA == 2:  # (4) v + (1-alpha)(g*g - v)
+            v = tl.fma(oma, g * g - v, v)
+        else:  # (4) v*alpha + ((1-alpha)*g)*g
+            v = tl.fma(oma * g, g, v * alpha)
+        s = v
+        if CENTERED:  # (5)
+            m = _mean(g, m, alpha, oma, lerp_rest, EMA, LERP_LOW)
+            if BIAS:  # (6)
+                mean = tl.div_rn(m, correction)
+                s = tl.fma(-mean, mean, tl.div_rn(v, correction))
             else:
-                m = tl.fma(-lerp_rest, g - m, g)
-        elif EMA == 1:
-            m = tl.fma(oma, g, m * alpha)
-        else:
-            m = tl.fma(oma, g - m, m)
-        if BIAS:  # (6)
-            mean = tl.div_rn(m, correction)
-            s = tl.fma(-mean, mean, tl.div_rn(v, correction))
-        else:
-            s = tl.fma(-m, m, v)
-        if CLAMP:
-            s = tl.where(s < 0, 0.0, s)
-    elif BIAS:
-        s = tl.div_rn(v, correction)
+                s = tl.fma(-m, m, v)
+            if CLAMP:
+                s = tl.where(s < 0, 0.0, s)
+        elif BIAS:
+            s = tl.div_rn(v, correction)
     if EPS_IN_SQRT:  # (7)
         d = tl.sqrt_rn(s + eps)
     else:
@@ -247,8 +264,8 @@ def _kernel(
     PARAM_T: tl.constexpr, STATE_T: tl.constexpr, FORMAT: tl.constexpr, ROUND_PARAM: tl.constexpr,
     MAXIMIZE: tl.constexpr, WD_MODE: tl.constexpr, EMA: tl.constexpr, CENTERED: tl.constexpr,
     CLAMP: tl.constexpr, BIAS: tl.constexpr, EPS_IN_SQRT: tl.constexpr,
-    MOMENTUM_MODE: tl.constexpr, NESTEROV: tl.constexpr, LERP_LOW: tl.constexpr,
-    BLOCK: tl.constexpr,
+    MOMENTUM_MODE: tl.constexpr, NESTEROV: tl.constexpr, VARIANCE: tl.constexpr,
+    LERP_LOW: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     """Steps (1), (3)-(10) for ``BLOCK`` elements of one tensor: load, decode, update,
     encode, store. State FORMAT 0: float tensors of dtype STATE_T, 1: bf16 with stochastic
@@ -282,10 +299,11 @@ def _kernel(
         b = _load_state(
             b_ptr, tl.load(scale_ptr + t * 3 + 2), quant_block, offs, mask, FORMAT, True, STATE_T
         )
-    p, v, m, b = _update(g, p, v, m, b, tl.load(corr_ptr + t),
+    p, v, m, b = _update(g, p, v, m, b, tl.load(corr_ptr + t * 3), tl.load(corr_ptr + t * 3 + 1),
+                         tl.load(corr_ptr + t * 3 + 2),
                          alpha, oma, eps, wd, lr, neg_lr, mu, decay, neg_lr_mu, neg_mu, lerp_rest,
                          MAXIMIZE, WD_MODE, EMA, CENTERED, CLAMP, BIAS, EPS_IN_SQRT, MOMENTUM_MODE,
-                         NESTEROV, LERP_LOW)  # fmt: skip
+                         NESTEROV, VARIANCE, LERP_LOW)  # fmt: skip
     row = offset_ptr + t * 4
     hashes = offs.to(tl.uint32)  # 8-bit codes: one hash per element, split by _state_noise
     if FORMAT == 2:
@@ -339,7 +357,7 @@ def step(batch: Batch, lr, hp: Hyper) -> None:
     bits as the numba kernel and the per-tensor path of ``lowbit.state``."""
     lr = float(to_scalar_lr(lr))
     grads = [g.contiguous() for g in batch.grads]  # alive until the launch is done
-    pointers, scales = host.address_table(batch, grads, hp.buffers)
+    pointers, scales = host.address_table(batch, grads, hp.buffers(batch.storage))
     steps = batch.steps
     torch._foreach_add_(steps, 1.0)  # (1)
     values = np.array([float(s) for s in steps]) if host.needs_steps(hp, batch) else None
@@ -361,5 +379,5 @@ def step(batch: Batch, lr, hp: Hyper) -> None:
         table(tensor), table(start.astype(np.int64)), *(float(x) for x in scalars),
         PARAM_T=_TL[batch.params[0].dtype], STATE_T=_TL.get(state_t, tl.float32),
         FORMAT=int(batch.storage), ROUND_PARAM=batch.round_param, **hp.kernel_switches(),
-        LERP_LOW=host.lerp_low(scalars), BLOCK=block,
+        VARIANCE=hp.variance_form(batch.storage), LERP_LOW=host.lerp_low(scalars), BLOCK=block,
     )  # fmt: skip

@@ -4,10 +4,11 @@ the back end's own float path run on these working copies, then the parameter wr
 back (stochastically rounded for rounded bf16 parameters) and the state encoded in the
 group's form (``lowbit.state``). One tensor's copies exist at a time.
 
-This is how ``impl="single"`` and ``"foreach"`` run bf16 or 8-bit state and rounded bf16
-parameters, and how every back end runs state found in another form than the group's
-(changed ``state_dtype``, a strided buffer): the result is the same bits as the fused
-kernels, which decode, update and encode the same way in registers.
+This is how ``impl="single"`` and ``"foreach"`` run bf16 or 8-bit state (centered: the
+variance form, ``single.update_variance_``) and rounded bf16 parameters, and how every
+back end runs state found in another form than the group's (a strided buffer, another
+dtype): the result is the same bits as the fused kernels, which decode, update and
+encode the same way in registers.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from torch import Tensor
 from ..lowbit.codecs import stochastic_round_to_bf16, stream_seed
 from ..lowbit.forms import Storage
 from ..lowbit.state import decode, encode, first_element
-from .base import Batch, Hyper
+from .base import Batch, Hyper, to_scalar_lr
+from .single import update_variance_
 
 
 def math_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -30,14 +32,21 @@ def math_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def step(run: Callable[[Batch, Any, Hyper], None], batch: Batch, lr, hp: Hyper) -> None:
-    """``run`` (a back end's native ``step``) on working copies of each tensor in turn."""
+    """``run`` (a back end's native ``step``) on working copies of each tensor in turn; in
+    the variance form (centered compact state) the single-tensor ``update_variance_``,
+    which computes what the fused kernels compute."""
+    names, variance = hp.buffers(batch.storage), hp.variance_form(batch.storage)
     for i in range(len(batch)):
         param, owner, state = batch.params[i], batch.owners[i], batch.states[i]
         math = math_dtype(param.dtype)
-        work = {name: _working(decode(state, name), math) for name in hp.buffers}
+        work = {name: _working(decode(state, name), math) for name in names}
         param_work = param if param.dtype == math else param.to(math)
         grad_work = batch.grads[i].to(math)
-        run(Batch([param_work], [grad_work], [{**work, "step": state["step"]}]), lr, hp)
+        if variance:
+            update_variance_(param_work, grad_work, work["grad_var"], work["grad_avg"],
+                             work.get("momentum_buffer"), state["step"], to_scalar_lr(lr), hp)  # fmt: skip
+        else:
+            run(Batch([param_work], [grad_work], [{**work, "step": state["step"]}]), lr, hp)
         step_, salt = int(state["step"]), batch.salts[i]
         if batch.round_param:  # (10) θ stored with stochastic rounding: small updates survive
             seed = stream_seed(batch.seed, salt, "param")

@@ -164,12 +164,14 @@ def dequantize_blockwise(codes: Tensor, scale: Tensor, signed: bool, block: int 
 
 
 STREAMS = {"square_avg": 0, "grad_avg": 1, "momentum_buffer": 2, "param": 3}
+#: a buffer's slot: ``grad_var`` is stored in place of ``square_avg`` (``lowbit.state``)
+STREAM_OF = {**{name: name for name in STREAMS}, "grad_var": "square_avg"}
 
 
 def stream_seed(rounding_seed: int, position: int, stream: str) -> int:
     """The ``seed`` of one tensor's random stream: the optimizer's ``rounding_seed``, the
     parameter's position in it, and which of its four streams (``STREAMS``)."""
-    return rounding_seed * 7919 + position * len(STREAMS) + STREAMS[stream]
+    return rounding_seed * 7919 + position * len(STREAMS) + STREAMS[STREAM_OF[stream]]
 
 
 def stream_offset(step: int, seed: int) -> int:
@@ -220,8 +222,9 @@ def noise_field(name: str) -> tuple[int, int, int]:
     """(first bit, mask, lift) of 8-bit buffer ``name``'s noise: ``(hash >> first) & mask``
     is its field of ``NOISE_FIELDS``, ``<< lift`` puts it at the top of the buffer's
     rounding window (``U_SHIFT`` or ``S_SHIFT`` bits). The kernels take these constants."""
-    first, width = NOISE_FIELDS[name]
-    shift = U_SHIFT if name == "square_avg" else S_SHIFT
+    slot = STREAM_OF[name]
+    first, width = NOISE_FIELDS[slot]
+    shift = U_SHIFT if slot == "square_avg" else S_SHIFT
     return first, (1 << width) - 1, shift - width
 
 

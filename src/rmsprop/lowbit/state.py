@@ -10,6 +10,11 @@ signed map for the others, stochastically rounded with fields of one hash per el
 plain name. Every key is a tensor, so ``state_dict`` holds the compact form and loads
 with ``weights_only=True``. Which form a parameter gets is decided in :mod:`.forms`.
 
+Centered RMSprop with bf16 or 8-bit state keeps ``grad_var``, the variance form
+S = v − ḡ²/c (``rmsprop.algorithm``), in place of ``square_avg``: quantized separately, v
+and ḡ² would leave v − ḡ² all rounding error when the variance is small next to ḡ².
+``init_state`` converts between the two when the centered switch or the storage changes.
+
 The scales have the shape ``(rows, blocks per row)`` when each row of the parameter (its
 dimension 0) is a whole number of blocks, ``(blocks,)`` otherwise (``forms.scale_shape``):
 the same blocks either way, but the 2-D form shards along dimension 0 exactly as the
@@ -23,12 +28,14 @@ straddle ranks) keeps fp32 state under ``"int8"``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from .._dtensor import is_dtensor, local
+from ..algorithm import variance_weights
 from .codecs import (
     code_noise,
     dequantize_blockwise,
@@ -39,19 +46,26 @@ from .codecs import (
 )
 from .forms import MIN_INT8_NUMEL, StateForm, Storage, int8_applies, scale_shape
 
-BUFFERS = ("square_avg", "grad_avg", "momentum_buffer")
-SIGNED = {"square_avg": False, "grad_avg": True, "momentum_buffer": True}
+BUFFERS = ("square_avg", "grad_avg", "momentum_buffer")  # torch's names
+VARIANCE = "grad_var"  # S = v − ḡ²/c: centered compact state keeps it in place of square_avg
+ALL_BUFFERS = (*BUFFERS, VARIANCE)
+SLOT = {"square_avg": 0, VARIANCE: 0, "grad_avg": 1, "momentum_buffer": 2}  # kernels' columns
+SIGNED = {"square_avg": False, VARIANCE: False, "grad_avg": True, "momentum_buffer": True}
 COMPACT = (torch.bfloat16, "int8")
 
 __all__ = [
-    "BUFFERS", "COMPACT", "MIN_INT8_NUMEL", "SIGNED", "buffers_in_use", "decode", "encode",
-    "first_element", "has", "init_state", "int8_applies", "scale_shape", "state_bytes",
+    "ALL_BUFFERS", "BUFFERS", "COMPACT", "MIN_INT8_NUMEL", "SIGNED", "SLOT", "VARIANCE",
+    "buffer_names", "conform", "decode", "encode", "first_element", "has", "in_form",
+    "init_state", "int8_applies", "scale_shape", "state_bytes",
 ]  # fmt: skip
 
 
-def buffers_in_use(centered: bool, momentum: float) -> list[str]:
-    """The state buffers a group with these switches keeps, in ``BUFFERS`` order."""
-    return [name for name, on in zip(BUFFERS, (True, centered, momentum > 0)) if on]
+def buffer_names(centered: bool, momentum: float, storage: Storage) -> list[str]:
+    """The buffers a parameter keeps with these switches and this storage: ``square_avg``
+    (``grad_var``, the variance form, when centered with bf16 or 8-bit state), then
+    ``grad_avg`` when centered, ``momentum_buffer`` with momentum."""
+    first = VARIANCE if centered and storage is not Storage.FLOAT else "square_avg"
+    return [first] + ["grad_avg"] * centered + ["momentum_buffer"] * (momentum > 0)
 
 
 def first_element(param: Tensor) -> int:
@@ -87,12 +101,13 @@ def has(state: dict[str, Any], name: str) -> bool:
 
 def decode(state: dict[str, Any], name: str) -> Tensor:
     """The fp32 value of buffer ``name``, whatever form it is stored in (this rank's part
-    for DTensor state; complex buffers as they are)."""
+    for DTensor state; float64 and complex buffers as they are)."""
     if f"{name}_codes" in state:
         codes, scale = local(state[f"{name}_codes"]), local(state[f"{name}_scale"])
         return dequantize_blockwise(codes, scale, SIGNED[name])
     value = local(state[name])
-    return value if value.dtype == torch.float32 or torch.is_complex(value) else value.float()
+    keep = value.dtype in (torch.float32, torch.float64) or torch.is_complex(value)
+    return value if keep else value.float()
 
 
 def encode(state: dict[str, Any], values: dict[str, Tensor], param: Tensor, form: StateForm,
@@ -121,30 +136,74 @@ def encode(state: dict[str, Any], values: dict[str, Tensor], param: Tensor, form
             state[name] = _like(param, value.to(form.float_dtype(param)))
 
 
-def init_state(state: dict[str, Any], param: Tensor, form: StateForm, names: list[str],
-               initial_accumulator_value: float, capturable: bool, seed: int,
-               salt: int) -> None:  # fmt: skip
-    """Create what ``state`` lacks of a parameter's state: ``step`` (0) and each buffer of
-    ``names`` (``square_avg`` at ``initial_accumulator_value``, the others at 0), in
-    ``form``. Buffers created later (momentum turned on after the first step) start there."""
+def init_state(state: dict[str, Any], param: Tensor, form: StateForm, group: Mapping[str, Any],
+               seed: int, salt: int) -> None:  # fmt: skip
+    """Complete ``state`` for ``param`` under ``group``'s switches: ``step`` (0) if there is
+    none, ``square_avg`` / ``grad_var`` converted from one another if the centered switch
+    or the storage changed (``conform``), and each missing buffer of ``buffer_names``:
+    ``square_avg`` or ``grad_var`` at ``initial_accumulator_value``, the others at 0 (so
+    momentum turned on after the first step starts there)."""
     if "step" not in state:
-        device = param.device if capturable else None
+        device = param.device if group["capturable"] else None
         state["step"] = torch.zeros((), dtype=new_step_dtype(), device=device)
-    missing = [name for name in names if not has(state, name)]
-    if not missing:
-        return
-    if form.storage(param) is Storage.FLOAT:
-        dtype = form.float_dtype(param)
+    conform(state, param, form, group, seed, salt)
+    storage = form.storage(param)
+    missing = [n for n in buffer_names(group["centered"], group["momentum"], storage)
+               if not has(state, n)]  # fmt: skip
+    start = {name: group["initial_accumulator_value"] if name in ("square_avg", VARIANCE) else 0.0
+             for name in missing}  # fmt: skip
+    if storage is Storage.FLOAT:
         for name in missing:
-            start = initial_accumulator_value if name == "square_avg" else 0.0
-            state[name] = torch.full_like(
-                param, start, dtype=dtype, memory_format=torch.preserve_format
-            )
-        return
-    shard = local(param)
-    values = {name: torch.full_like(shard, initial_accumulator_value if name == "square_avg"
-                                    else 0.0, dtype=torch.float32) for name in missing}  # fmt: skip
-    encode(state, values, param, form, 0, seed, salt)
+            state[name] = torch.full_like(param, start[name], dtype=form.float_dtype(param),
+                                          memory_format=torch.preserve_format)  # fmt: skip
+    elif missing:
+        shard = local(param)
+        values = {
+            name: torch.full_like(shard, start[name], dtype=torch.float32) for name in missing
+        }
+        encode(state, values, param, form, int(float(state["step"])), seed, salt)
+
+
+def conform(state: dict[str, Any], param: Tensor, form: StateForm, group: Mapping[str, Any],
+            seed: int, salt: int) -> None:  # fmt: skip
+    """Every buffer of ``state`` in ``form`` for ``param``: ``square_avg`` and ``grad_var``
+    computed from one another where the group needs the other one (v = S + ḡ²/c,
+    S = max(v − ḡ²/c, 0)), then every buffer in another form decoded and encoded."""
+    step = float(state["step"]) if "step" in state else 0.0
+    first = buffer_names(group["centered"], group["momentum"], form.storage(param))[0]
+    if not has(state, first) and has(state, _OTHER[first]):
+        value = _converted_first(state, first, group, step)
+        for key in (_OTHER[first], f"{_OTHER[first]}_codes", f"{_OTHER[first]}_scale"):
+            state.pop(key, None)
+        encode(state, {first: value}, param, form, int(step), seed, salt)
+    stale = {name: decode(state, name) for name in ALL_BUFFERS
+             if has(state, name) and not in_form(state, name, param, form)}  # fmt: skip
+    if stale:
+        encode(state, stale, param, form, int(step), seed, salt)
+
+
+def in_form(state: dict[str, Any], name: str, param: Tensor, form: StateForm) -> bool:
+    """Is buffer ``name`` stored the way ``form`` stores it for ``param``?"""
+    storage = form.storage(param)
+    if f"{name}_codes" in state:
+        return storage is Storage.INT8
+    return name in state and state[name].dtype == form.stored_dtype(param, storage)
+
+
+_OTHER = {"square_avg": VARIANCE, VARIANCE: "square_avg"}
+
+
+def _converted_first(state: dict[str, Any], name: str, group: Mapping[str, Any],
+                     step: float) -> Tensor:  # fmt: skip
+    """``name`` (``square_avg`` or ``grad_var``) computed from the other and ``grad_avg``:
+    v = S + ḡ²/c, S = max(v − ḡ²/c, 0), c the bias correction at ``step`` (1 without)."""
+    other = decode(state, _OTHER[name])
+    if "grad_avg" not in state and "grad_avg_codes" not in state:
+        return other.clone()
+    mean = decode(state, "grad_avg").to(other.dtype)
+    c = variance_weights(group["alpha"], step, group["bias_correction"])[0] if step else 1.0
+    squared = mean * mean / c if c > 0 else torch.zeros_like(mean)
+    return other + squared if name == "square_avg" else (other - squared).clamp_min(0)
 
 
 def new_step_dtype() -> torch.dtype:

@@ -29,8 +29,7 @@ def execute(plan: Plan, grads: list[Tensor], state: MutableMapping[Tensor, dict[
     for k in plan.fresh:
         owner = plan.owners[k]
         states[k] = state[owner]  # a new entry of the optimizer's state where there was none
-        init_state(states[k], owner, plan.form, plan.hp.buffers, group["initial_accumulator_value"],
-                   group["capturable"], seed, first_salt + plan.positions[k])  # fmt: skip
+        init_state(states[k], owner, plan.form, group, seed, first_salt + plan.positions[k])
     if plan.sharded:
         grads = [local(g) for g in grads]
     for task in plan.tasks:

@@ -32,7 +32,7 @@ from ..backends import load, triton_device, unavailable_reason
 from ..backends.base import Facts, Hyper
 from ..lowbit.codecs import num_blocks
 from ..lowbit.forms import MIN_INT8_NUMEL, StateForm, Storage
-from ..lowbit.state import new_step_dtype
+from ..lowbit.state import ALL_BUFFERS, new_step_dtype
 from .clipping import check_mesh
 from .validation import FLOATING
 
@@ -155,7 +155,8 @@ def _examine(plan: Plan, positions: list[int],
              state: Mapping[Tensor, dict[str, Any]]) -> dict[Facts, list[int]]:  # fmt: skip
     """Check every tensor of the plan; their positions by ``Facts``, in order of appearance.
     Records each tensor's state (None where there is none yet) in ``plan.states``."""
-    form, names, plain = plan.form, plan.hp.buffers, plan.form.state_dtype is None
+    form, plain = plan.form, plan.form.state_dtype is None
+    names = {storage: plan.hp.buffers(storage) for storage in Storage}
     kinds: dict[tuple[Any, ...], list[int]] = {}
     last, index, states, fresh = None, [], plan.states, plan.fresh
     for k, (owner, p, g) in enumerate(zip(plan.owners, plan.params, plan.grads)):
@@ -167,7 +168,8 @@ def _examine(plan: Plan, positions: list[int],
         storage = Storage.FLOAT if plain else form.storage(owner)
         try:
             kind, complete = inspect(p, g, st, storage,
-                                     p.dtype if plain else form.stored_dtype(owner, storage), names)  # fmt: skip
+                                     p.dtype if plain else form.stored_dtype(owner, storage),
+                                     names[storage])  # fmt: skip
         except Problem as problem:
             raise RuntimeError(f"group {plan.index}, parameter {positions[k]}: {problem}") from None
         if kind != last:  # most tensors share the kind of the one before: no hashing
@@ -196,7 +198,7 @@ def _examine_uniform(plan: Plan,
     for storage, index in parts.items():
         pick = (lambda values: values) if len(parts) == 1 else (lambda v: [v[i] for i in index])  # noqa: B023
         kind = _uniform_kind(pick(params), pick(plan.grads), pick(states), storage, plan.form,
-                             plan.hp.buffers)  # fmt: skip
+                             plan.hp.buffers(storage))  # fmt: skip
         if kind is None:
             return None
         buckets[_facts(kind, plan, 0)] = list(index)
@@ -322,20 +324,20 @@ def inspect(p: Tensor, g: Tensor, state: dict[str, Any] | None, storage: Storage
         step_dtype = _check_step(state.get("step"), cpu)
         complete = step_dtype is not None
         int8 = storage is Storage.INT8
-        for name in names:
-            buffer = state.get(name)
+        for name in ALL_BUFFERS:  # every buffer there is checked; those in use decide the rest
+            buffer, used = state.get(name), name in names
             if buffer is not None:
                 kept = buffer.dtype if isinstance(buffer, Tensor) else None
                 if not (kept in holds and buffer.shape == shape
                         and (buffer.is_cpu if cpu else buffer.device == p.device)):  # fmt: skip
                     raise _buffer_problem(name, buffer, p)
-                in_form = in_form and kept is stored and not int8
-                dense = dense and buffer.is_contiguous()
+                in_form = in_form and ((kept is stored and not int8) or not used)
+                dense = dense and (buffer.is_contiguous() or not used)
             elif (codes := state.get(f"{name}_codes")) is not None:
                 scale = _check_codes(name, codes, state.get(f"{name}_scale"), p)
-                in_form = in_form and int8
-                dense = dense and codes.is_contiguous() and scale.is_contiguous()
-            else:
+                in_form = in_form and (int8 or not used)
+                dense = dense and ((codes.is_contiguous() and scale.is_contiguous()) or not used)
+            elif used:
                 complete = False
     kind = (_CPU if cpu else p.device, dtype, storage, stored, in_form, p.is_contiguous(), dense,
             g.is_sparse, None if grad_dtype is dtype else grad_dtype, step_dtype or new_step_dtype())  # fmt: skip

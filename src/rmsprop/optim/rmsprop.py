@@ -18,12 +18,12 @@ from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiabl
 
 from .._dtensor import is_dtensor
 from ..algorithm import ALGORITHM
-from ..lowbit.forms import StateForm, Storage
-from ..lowbit.state import BUFFERS, decode, encode, has
+from ..lowbit.forms import StateForm
+from ..lowbit.state import conform
 from ..presets import get_preset
 from .clipping import any_nonfinite, clip_gradients, needs_reduction
 from .executor import execute
-from .planner import Plan, PlanSummary, plan_group
+from .planner import STEP_DTYPES, Plan, PlanSummary, plan_group
 from .validation import GROUP_KEYS, RUNTIME_KEYS, check_group, check_nonfinite, check_params
 
 
@@ -254,11 +254,11 @@ class RMSprop(Optimizer):
         for key, value in entry.items():
             if key != "step" and torch.is_tensor(value):
                 state[key] = _laid_out_like(p, value.to(device=p.device))
-        step = int(state["step"]) if "step" in state else 0
-        converted = {name: decode(state, name) for name in BUFFERS
-                     if has(state, name) and not _in_form(state, name, p, form)}  # fmt: skip
-        if converted:
-            encode(state, converted, p, form, step, self.rounding_seed, salt)
+        step = state.get("step")
+        if step is not None and not (torch.is_tensor(step) and step.dtype in STEP_DTYPES):
+            device = step.device if torch.is_tensor(step) else None  # torch's: a float tensor
+            state["step"] = torch.tensor(float(step), dtype=_get_scalar_dtype(), device=device)
+        conform(state, p, form, group, self.rounding_seed, salt)
 
     def _first_salts(self) -> list[int]:
         """Each group's first random-stream position: a parameter's stochastic-rounding
@@ -309,11 +309,3 @@ def _laid_out_like(p: Tensor, value: Tensor) -> Tensor:
     if is_dtensor(p) or value.shape != p.shape or value.stride() == p.stride():
         return value
     return torch.empty_like(p, dtype=value.dtype).copy_(value)
-
-
-def _in_form(state: dict[str, Any], name: str, p: Tensor, form: StateForm) -> bool:
-    """Is buffer ``name`` already stored the way ``form`` stores it for ``p``?"""
-    storage = form.storage(p)
-    if f"{name}_codes" in state:
-        return storage is Storage.INT8
-    return name in state and state[name].dtype == form.stored_dtype(p, storage)

@@ -18,7 +18,7 @@ from torch import Tensor
 from .._validation import NON_NEGATIVE, check_choice, check_real, validate_hyperparameters
 from ..backends import IMPLS, unavailable_reason
 from ..lowbit.forms import StateForm
-from ..lowbit.state import BUFFERS
+from ..lowbit.state import ALL_BUFFERS
 
 SPARSE_MODES = (None, "lazy", "dense")
 NONFINITE = ("update", "skip", "raise")
@@ -29,7 +29,8 @@ GROUP_KEYS = (
     "global_clipnorm", "impl", "state_dtype", "ema_form", "centered_clamp", "sparse_mode",
     "stochastic_rounding",
 )  # fmt: skip
-STATE_KEYS = ("step", *BUFFERS, *(f"{b}_{part}" for b in BUFFERS for part in ("codes", "scale")))
+STATE_KEYS = ("step", *ALL_BUFFERS,
+              *(f"{b}_{part}" for b in ALL_BUFFERS for part in ("codes", "scale")))  # fmt: skip
 #: How to run and how to store state belong to the machine, not the checkpoint:
 #: load_state_dict keeps the optimizer's own values (and converts the state to its state_dtype).
 RUNTIME_KEYS = ("impl", "foreach", "state_dtype")
