@@ -85,7 +85,7 @@ def test_load_says_which_file_and_what_is_wrong(tmp_path, content, pattern):
 
 def test_load_of_a_missing_file_names_it(tmp_path):
     _, opt = _optimizer(steps=0)
-    with pytest.raises(FileNotFoundError, match="opt.pt does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"opt\.pt does not exist"):
         checkpoint.load(opt, tmp_path / "opt.pt")
 
 
