@@ -241,3 +241,34 @@ def test_zero_and_subnormal_blocks_round_trip(top, signed):
     big = values.abs() >= 2**-15 * float(scale[0])
     error = (decoded - values).abs()
     assert bool((error[big] <= relative * values.abs()[big] + 2.0**-149).all())
+
+
+@pytest.mark.parametrize(("form", "spacing"), [("int8", 2**-4), ("bf16", 2**-7)])
+def test_stored_variance_makes_a_step_at_most_the_codecs_bound_larger(form, spacing):
+    """The audit of compact state: the step computed from the stored variance form S
+    (stochastically rounded to 8-bit codes or bf16) is at most ``sqrt(1 + spacing)`` times
+    the step from the exact S, for every element, whatever the spread of a block: a stored
+    value is never below the representable value under it, which is within ``spacing`` of
+    it (4 mantissa bits for the unsigned 8-bit codes, 7 for bf16), and a positive value is
+    never stored as 0."""
+    gen = torch.Generator().manual_seed(1)
+    exact = torch.exp(torch.randn(64 * 256, generator=gen, dtype=torch.float64) * 6).float()
+    grad, mean = torch.randn(exact.shape, generator=gen), torch.randn(exact.shape, generator=gen)
+    alpha, weight, eps = 0.99, 0.99 * 0.01, 1e-12
+    hashes = codecs.hash32(torch.arange(exact.numel()), step=1, seed=9)
+    if form == "int8":
+        codes, scale = codecs.quantize_blockwise(
+            exact, False, noise=codecs.code_noise(hashes, "grad_var")
+        )
+        stored = codecs.dequantize_blockwise(codes, scale, False)
+    else:
+        stored = codecs.stochastic_round_to_bf16(exact, 1, 9).float()
+
+    def step(s):  # (4')-(8) in float64 from the stored S
+        s = alpha * s.double() + weight * (grad.double() - mean.double()) ** 2
+        return grad.double() / (s.sqrt() + eps)
+
+    ratio = step(stored).abs() / step(exact).abs()
+    assert float(ratio.max()) <= (1 + spacing) ** 0.5
+    assert bool((stored > 0).all())
+    assert float(ratio.min()) < 1 < float(ratio.max())  # stochastic: both ways, within the bound

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import textwrap
@@ -96,3 +97,121 @@ def test_load_of_another_optimizers_checkpoint_names_the_file(tmp_path):
     _, opt = _optimizer()
     with pytest.raises(ValueError, match=r"checkpoint .*adam.pt: .*betas"):
         checkpoint.load(opt, path)
+
+
+# ---------------------------------------------------------------------- load_state_dict
+def _snapshot(opt):
+    return copy.deepcopy(opt.state_dict()), [copy.deepcopy(g) for g in opt.param_groups]
+
+
+def _bad_entries():
+    """(what is wrong, how to damage a good state_dict, the message expected)."""
+
+    def drop(key):
+        def damage(sd):
+            del sd["state"][0][key]
+
+        return damage
+
+    def set_step(value):
+        def damage(sd):
+            sd["state"][0]["step"] = value
+
+        return damage
+
+    def set_counter(key, value):
+        def damage(sd):
+            sd[key] = value
+
+        return damage
+
+    return [
+        ("no square_avg after a step", drop("square_avg"), r"a step was taken \(step=2\) but"),
+        ("step 'abc'", set_step("abc"), r"'step' must be a number or a one-element tensor"),
+        ("step None", set_step(None), r"'step' must be a number"),
+        ("step 2.5", set_step(2.5), r"'step' must be a whole number >= 0"),
+        ("step -1", set_step(torch.tensor(-1.0)), r"'step' must be a whole number >= 0"),
+        ("skipped_steps None", set_counter("skipped_steps", None), r"'skipped_steps' must be an"),
+        ("rounding_seed 'x'", set_counter("rounding_seed", "x"), r"'rounding_seed' must be an"),
+    ]
+
+
+@pytest.mark.parametrize(("damage", "pattern"), [b[1:] for b in _bad_entries()],
+                         ids=[b[0] for b in _bad_entries()])  # fmt: skip
+def test_a_bad_state_dict_is_refused_and_changes_nothing(damage, pattern):
+    _, opt = _optimizer()
+    good = copy.deepcopy(opt.state_dict())
+    good["param_groups"][0]["lr"] = 0.5  # loading it would change lr
+    damage(good)
+    before = _snapshot(opt)
+    with pytest.raises(ValueError, match=pattern):
+        opt.load_state_dict(good)
+    after = _snapshot(opt)
+    assert after[1][0]["lr"] == before[1][0]["lr"] == 0.01
+    for key, value in before[0]["state"][0].items():
+        assert torch.equal(after[0]["state"][0][key], value), key
+    assert (after[0]["skipped_steps"], after[0]["rounding_seed"]) == (0, 0)
+
+
+def test_another_optimizers_state_dict_is_refused_naming_what_is_foreign():
+    """torch.optim.Adam's state_dict before its first step has no state, only groups: they
+    are not RMSprop's (no alpha, centered; betas, amsgrad) and change nothing."""
+    q = torch.zeros(5000, requires_grad=True)
+    _, opt = _optimizer()
+    with pytest.raises(
+        ValueError,
+        match=r"not RMSprop's: it lacks \['alpha', 'momentum', 'centered'\] and has \['amsgrad', 'betas'",
+    ):
+        opt.load_state_dict(torch.optim.Adam([q], lr=0.5).state_dict())
+    assert opt.param_groups[0]["lr"] == 0.01 and "betas" not in opt.param_groups[0]
+
+
+def test_an_integer_step_tensor_loads_as_a_float_counter_and_steps():
+    _, opt = _optimizer(steps=2)
+    saved = copy.deepcopy(opt.state_dict())
+    saved["state"][0]["step"] = torch.tensor(2, dtype=torch.int64)
+    q, fresh = _optimizer(steps=0)
+    fresh.load_state_dict(saved)
+    assert fresh.state[q]["step"].dtype == torch.float32
+    for impl in ("foreach", "numba"):
+        fresh.param_groups[0]["impl"] = impl
+        q.grad = torch.ones_like(q)
+        fresh.step()
+    assert float(fresh.state[q]["step"]) == 4
+
+
+# ---------------------------------------------------------------------- torch format
+@pytest.mark.parametrize(
+    "state_dtype", [None, torch.bfloat16, "int8"], ids=["fp32", "bf16", "int8"]
+)
+@pytest.mark.parametrize("centered", [False, True])
+def test_torch_format_continues_under_torch_optim(state_dtype, centered):
+    """``state_dict(format="torch")`` of a run with any state loads into
+    ``torch.optim.RMSprop`` and continues on the trajectory of fp32 state started from the
+    same decoded values (this library's single-tensor path, torch's operations)."""
+    p, opt = _optimizer(steps=3, state_dtype=state_dtype, centered=centered)
+    exported = opt.state_dict(format="torch")
+    assert set(exported["state"][0]) <= {"step", "square_avg", "grad_avg", "momentum_buffer"}
+    theirs_p = p.detach().clone().requires_grad_()
+    theirs = torch.optim.RMSprop([theirs_p], lr=0.01, momentum=0.9, centered=centered,
+                                 foreach=False)  # fmt: skip
+    theirs.load_state_dict(copy.deepcopy(exported))
+    ours_p = p.detach().clone().requires_grad_()
+    ours = rmsprop.RMSprop([ours_p], lr=0.01, momentum=0.9, centered=centered, foreach=False)
+    ours.load_state_dict(copy.deepcopy(exported))
+    for k in range(4):
+        g = torch.sin(torch.arange(5000.0) * (k + 2))
+        theirs_p.grad, ours_p.grad = g.clone(), g.clone()
+        theirs.step()
+        ours.step()
+    assert torch.equal(theirs_p, ours_p)
+    for key, value in theirs.state[theirs_p].items():
+        assert torch.equal(value, ours.state[ours_p][key]), key
+
+
+def test_torch_format_refuses_switches_torch_does_not_have():
+    _, opt = _optimizer(steps=1, eps_in_sqrt=True)
+    with pytest.raises(
+        ValueError, match=r"switches torch.optim.RMSprop does not have: \{'eps_in_sqrt'"
+    ):
+        opt.state_dict(format="torch")

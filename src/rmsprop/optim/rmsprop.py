@@ -17,12 +17,14 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiable
 
 from .._dtensor import is_dtensor
+from .._validation import check_choice
 from ..algorithm import ALGORITHM
 from ..lowbit.forms import StateForm
 from ..lowbit.state import conform
 from ..presets import get_preset
 from .clipping import any_nonfinite, clip_gradients, needs_reduction
 from .executor import execute
+from .export import torch_state_dict
 from .planner import STEP_DTYPES, Plan, PlanSummary, plan_group
 from .validation import GROUP_KEYS, RUNTIME_KEYS, check_group, check_nonfinite, check_params
 
@@ -213,8 +215,17 @@ class RMSprop(Optimizer):
                 if st and "step" in st and not torch.is_tensor(st["step"]):
                     st["step"] = torch.tensor(float(st["step"]), dtype=_get_scalar_dtype())
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, *, format: str = "rmsprop") -> dict[str, Any]:
+        """torch's ``state_dict``, with ``skipped_steps`` and ``rounding_seed``; state in
+        the optimizer's own form (bf16 or 8-bit buffers stay compact). ``format="torch"``:
+        what ``torch.optim.RMSprop.load_state_dict`` takes and continues from (every
+        buffer decoded to the parameter's dtype under torch's keys; ``ValueError`` for a
+        group whose switches torch does not have)."""
+        check_choice("format", format, ("rmsprop", "torch"))
         sd = super().state_dict()
+        if format == "torch":
+            params = [p for group in self.param_groups for p in group["params"]]
+            return torch_state_dict(sd, params)
         sd["skipped_steps"] = self.skipped_steps
         sd["rounding_seed"] = self.rounding_seed
         return sd
