@@ -62,32 +62,21 @@ def variance_weights(alpha: float, step: float, bias_correction: bool) -> tuple[
 
 
 def explain(hp: dict[str, Any]) -> list[str]:
-    """The update equations that these hyperparameters run, in order, one line per step."""
-    lines = []
-    sign = "g ← −∇f(θ)  (maximize)" if hp.get("maximize") else "g ← ∇f(θ)"
-    lines.append(f"(1)  t ← t + 1;  {sign}")
-    clip = _clip_line(hp)
-    if clip:
-        lines.append(f"(2)  {clip}")
-    lam = hp.get("weight_decay", 0.0)
-    if lam:
-        if hp.get("decoupled_weight_decay"):
-            lines.append(f"(3)  θ ← θ − η_t·{lam:g}·θ   (decoupled, before the step)")
-        else:
-            lines.append(f"(3)  g ← g + {lam:g}·θ   (coupled L2)")
-    a = hp["alpha"]
-    form = hp.get("ema_form", "multiply")
-    if form == "delta":
-        lines.append(
-            f"(4)  v ← v + {1 - a:g}·(g² − v)      v₀ = {hp['initial_accumulator_value']:g}"
-        )
+    """The update equations that these hyperparameters run, in order, one line per step,
+    with their remarks aligned in one column."""
+    rows = [("(1)", "t ← t + 1;  g ← −∇f(θ)" if hp.get("maximize") else "t ← t + 1;  g ← ∇f(θ)",
+             "maximize" if hp.get("maximize") else "")]  # fmt: skip
+    if _clip_line(hp):
+        rows.append(("(2)", _clip_line(hp), ""))
+    rows += _decay_rows(hp)
+    a, v0 = hp["alpha"], hp["initial_accumulator_value"]
+    if hp.get("ema_form", "multiply") == "delta":
+        rows.append(("(4)", f"v ← v + {1 - a:g}·(g² − v)", f"v₀ = {v0:g}"))
     else:
-        lines.append(
-            f"(4)  v ← {a:g}·v + {1 - a:g}·g²      v₀ = {hp['initial_accumulator_value']:g}"
-        )
+        rows.append(("(4)", f"v ← {a:g}·v + {1 - a:g}·g²", f"v₀ = {v0:g}"))
     s = "v"
     if hp.get("centered"):
-        lines.append(f"(5)  ḡ ← {a:g}·ḡ + {1 - a:g}·g       ḡ₀ = 0")
+        rows.append(("(5)", f"ḡ ← {a:g}·ḡ + {1 - a:g}·g", "ḡ₀ = 0"))
         s = "v − ḡ²"
     if hp.get("bias_correction"):
         s = f"v/(1 − {a:g}^t)" + (f" − (ḡ/(1 − {a:g}^t))²" if hp.get("centered") else "")
@@ -95,22 +84,36 @@ def explain(hp: dict[str, Any]) -> list[str]:
         s = f"max({s}, 0)"
     eps = hp["eps"]
     if hp.get("eps_in_sqrt"):
-        lines.append(f"(7)  d ← √({s} + {eps:g})          eps inside the sqrt")
+        rows.append(("(7)", f"d ← √({s} + {eps:g})", "eps inside the sqrt"))
     else:
-        lines.append(f"(7)  d ← √({s}) + {eps:g}          eps outside the sqrt")
-    lines.append("(8)  u ← g / d")
+        rows.append(("(7)", f"d ← √({s}) + {eps:g}", "eps outside the sqrt"))
+    rows.append(("(8)", "u ← g / d", ""))
+    rows += _momentum_rows(hp)
+    width = max(len(equation) for _, equation, _ in rows)
+    return [f"{step:<4} {equation:<{width}}   {note}".rstrip() for step, equation, note in rows]
+
+
+def _decay_rows(hp: dict[str, Any]) -> list[tuple[str, str, str]]:
+    lam = hp.get("weight_decay", 0.0)
+    if not lam:
+        return []
+    if hp.get("decoupled_weight_decay"):
+        return [("(3)", f"θ ← θ − η_t·{lam:g}·θ", "decoupled, before the step")]
+    return [("(3)", f"g ← g + {lam:g}·θ", "coupled L2")]
+
+
+def _momentum_rows(hp: dict[str, Any]) -> list[tuple[str, str, str]]:
     mu = hp.get("momentum", 0.0)
-    if mu:
-        if hp.get("lr_in_momentum"):
-            lines.append(f"(9)  b ← {mu:g}·b + η_t·u           lr inside the buffer")
-            step = f"{mu:g}·b + η_t·u" if hp.get("nesterov") else "b"
-        else:
-            lines.append(f"(9)  b ← {mu:g}·b + u               lr outside the buffer")
-            step = f"η_t·({mu:g}·b + u)" if hp.get("nesterov") else "η_t·b"
-        lines.append(f"(10) θ ← θ − {step}" + ("   (Nesterov)" if hp.get("nesterov") else ""))
-    else:
-        lines.append("(10) θ ← θ − η_t·u")
-    return lines
+    if not mu:
+        return [("(10)", "θ ← θ − η_t·u", "")]
+    nesterov = "Nesterov" if hp.get("nesterov") else ""
+    if hp.get("lr_in_momentum"):
+        step = f"{mu:g}·b + η_t·u" if nesterov else "b"
+        return [("(9)", f"b ← {mu:g}·b + η_t·u", "lr inside the buffer"),
+                ("(10)", f"θ ← θ − {step}", nesterov)]  # fmt: skip
+    step = f"η_t·({mu:g}·b + u)" if nesterov else "η_t·b"
+    return [("(9)", f"b ← {mu:g}·b + u", "lr outside the buffer"),
+            ("(10)", f"θ ← θ − {step}", nesterov)]  # fmt: skip
 
 
 def _clip_line(hp: dict[str, Any]) -> str:

@@ -154,3 +154,88 @@ def test_bench_state_suite_compares_the_state_forms(tmp_path, monkeypatch):
             assert row["note"].startswith(f"{per_param:.3f} state bytes/param; ran numba")
             assert row["median_ms"] > 0 and row["speedup_vs_torch"] > 0
     assert plain["rmsprop auto, fp32 state"]["speedup_vs_torch"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench", "--repeats", "0"],
+        ["bench", "--repeats", "-3"],
+        ["demo", "--out", "/proc/forbidden"],
+        ["demo", "--out", "/etc/passwd"],
+        ["demo", "--out", "/dev/null/x"],
+        ["bench", "--suite", "tiny", "--json", "/dev/null/x.json"],
+        ["bench", "--suite", "tiny", "--only", "zzz"],
+        ["bench", "--suite", "nope"],
+        ["explain", "nope"],
+        ["diff", "torch", "nope"],
+        ["nope"],
+    ],
+    ids=lambda argv: " ".join(argv),
+)
+def test_every_cli_error_is_one_line_and_a_nonzero_exit(argv, capsys):
+    """Checked before any long work starts: no traceback, one line on stderr."""
+    import time
+
+    start = time.perf_counter()
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code not in (0, None)
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and "error" in err
+    assert time.perf_counter() - start < 5
+
+
+def test_bench_device_cuda_without_cuda_is_refused_before_measuring(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here")
+    assert main(["bench", "--suite", "tiny", "--device", "cuda"]) == 2
+    assert "torch sees no CUDA device" in capsys.readouterr().err
+
+
+def _render(show, *args, width=80):
+    from rich.console import Console
+
+    console = Console(width=width, record=True, soft_wrap=show.__name__ == "show_explain")
+    show(*args, console=console)
+    return console.export_text()
+
+
+def test_tables_fit_80_columns_without_splitting_a_value():
+    from rmsprop import PRESETS
+    from rmsprop.cli import tables
+
+    text = _render(tables.show_presets)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for preset in PRESETS.values():
+        for value in (preset.name, tables._fmt(preset.lr), tables._fmt(preset.eps)):
+            assert value in text, value
+    diff = _render(tables.show_diff, "torch", "sb3_tf_like", {})
+    assert max(len(line) for line in diff.splitlines()) <= 80
+    assert "initial_accumulator_value" in diff and "sb3_tf_like" in diff
+
+
+def test_explain_takes_overrides_and_aligns_its_remarks():
+    from rmsprop.cli import tables
+
+    text = _render(tables.show_explain, "graves", {"momentum": 0.5, "centered": False})
+    assert "graves with momentum=0.5, centered=False" in text
+    assert "b ← 0.5·b + η_t·u" in text and "ḡ" not in text.split("why")[0].split("(4)")[1]
+    remarks = [line.index(note) for line in text.splitlines()
+               for note in ("v₀ =", "eps inside", "lr inside") if note in line]  # fmt: skip
+    assert len(remarks) == 3 and len(set(remarks)) == 1
+
+
+def test_explain_and_diff_overrides_from_the_command_line(capsys):
+    assert main(["explain", "tf1", "--momentum", "0.9", "--centered"]) == 0
+    out = capsys.readouterr().out
+    assert "ḡ ← 0.9·ḡ + 0.1·g" in out and "b ← 0.9·b + η_t·u" in out
+    assert main(["diff", "torch", "keras", "--momentum", "0.9", "--no-centered"]) == 0
+    assert "lr_in_momentum" in capsys.readouterr().out
+    assert main(["explain", "tf1", "--momentum", "2"]) == 2
+    assert "Invalid momentum value: 2.0" in capsys.readouterr().err

@@ -39,7 +39,9 @@ try:
     from numba.core import cgutils, types
     from numba.extending import intrinsic
 except ImportError as err:  # pragma: no cover - exercised where numba is missing
-    raise ImportError("impl='numba' needs numba: pip install 'rmsprop[fast]'") from err
+    raise ImportError(
+        "impl='numba' needs numba: pip install 'rmsprop[torch]' (or pip install numba)"
+    ) from err
 
 from ..lowbit.codecs import (
     INF_BITS,

@@ -12,11 +12,13 @@ and noisy, so ratios are taken within one run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +121,18 @@ def _candidates(device: str) -> dict[str, Callable[[list, dict], Any]]:
     return out
 
 
+@contextmanager
+def _quiet_compiler():
+    """torch.compile's warnings (foreign log lines in the table's output) held back."""
+    import torch
+
+    torch._logging.set_logs(dynamo=logging.ERROR)
+    try:
+        yield
+    finally:
+        torch._logging.set_logs()
+
+
 def run_dense(suite: Suite, config: Config, repeats: int, device: str, triad: float, progress,
               only: set[str] | None = None) -> list[Row]:  # fmt: skip
     import torch
@@ -142,7 +156,8 @@ def run_dense(suite: Suite, config: Config, repeats: int, device: str, triad: fl
         if name.startswith("torch.compile") or name.endswith("compiled"):
             start = time.perf_counter()
             step = torch.compile(opt.step) if name.startswith("torch.compile") else opt.step
-            step()
+            with _quiet_compiler():  # dynamo warns that it ignores torch.optim's profiler spans
+                step()
             sync()
             note = f"compile {time.perf_counter() - start:.1f} s"
         ts = timings(step, repeats, 3, sync)
@@ -212,6 +227,11 @@ def interleaved_timings(steps: dict[str, Callable[[], Any]], repeats: int, warmu
     return out
 
 
+_STATE_KINDS = ("fp32", "bf16", "int8")
+_STATE_NAMES = tuple(f"rmsprop auto, {params}{label} state"
+                     for params in ("", "bf16 params SR, ") for label in _STATE_KINDS)  # fmt: skip
+
+
 def run_state(suite: Suite, config: Config, repeats: int, device: str, progress,
               bf16_params: bool = False) -> list[Row]:  # fmt: skip
     """The same step with fp32, bf16 and int8 state, timed round-robin: step time, state
@@ -248,6 +268,22 @@ def run_state(suite: Suite, config: Config, repeats: int, device: str, progress,
         name = f"rmsprop auto, {'bf16 params SR, ' if bf16_params else ''}{label} state"
         rows.append(Row(suite.name, config.name, name, med, p10, p90, None, None, ratio, note))
     return rows
+
+
+NOISY = 1.5  # p90 / p10 above this: the machine was busy during the measurement
+
+
+def _flag_noise(rows: list[Row]) -> None:
+    """Say so in the note of a row whose timings spread widely, or whose bandwidth exceeds
+    the triad's by a fifth (the machine's bandwidth moved between the measurements)."""
+    for row in rows:
+        flags = []
+        if row.p10_ms > 0 and row.p90_ms / row.p10_ms > NOISY:
+            flags.append(f"noisy: p90/p10 {row.p90_ms / row.p10_ms:.1f}")
+        if row.fraction_of_triad is not None and row.fraction_of_triad > 1.2:
+            flags.append("above the triad: bandwidth moved during the run")
+        if flags:
+            row.note = "; ".join([*flags, row.note] if row.note else flags)
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -290,7 +326,14 @@ def run_bench(suites: list[str], repeats: int, device: str, json_path: Path | No
     console = Console(width=170) if not Console().is_terminal else Console()
     unknown = [s for s in suites if s not in SUITES]
     if unknown:
-        raise ValueError(f"unknown suite(s) {unknown}; known: {', '.join(SUITES)}")
+        raise ValueError(f"--suite: unknown suite(s) {unknown}; known: {', '.join(SUITES)}")
+    if only is not None:
+        names = [*_candidates(device), *_STATE_NAMES]
+        if not any(o in name for o in only for name in names):
+            raise ValueError(
+                f"--only {','.join(sorted(only))} matches no implementation; they are: "
+                f"{', '.join(_candidates(device))} (and, in the state suites, {', '.join(_STATE_NAMES)})"
+            )
     rows: list[Row] = []
     with Progress(transient=True, console=console) as bar:
         task = bar.add_task("bench", total=len(suites))
@@ -316,7 +359,10 @@ def run_bench(suites: list[str], repeats: int, device: str, json_path: Path | No
                 for config in suite.configs:
                     rows += run_dense(suite, config, repeats, device, triad, progress, only)
             bar.advance(task)
+        progress("triad bandwidth, again")
+        after = max(triad_bandwidth(max(numel, 1 << 22), max(repeats, 10), device).values())
     env = environment(device)
+    _flag_noise(rows)
     each = ", ".join(f"{k} {v:.1f}" for k, v in triads.items())
     title = f"rmsprop bench: {env['processor']}, {env['torch_threads']} threads; triad {triad:.1f} GB/s ({each})"
     table = Table(title=title)
@@ -332,6 +378,11 @@ def run_bench(suites: list[str], repeats: int, device: str, json_path: Path | No
             "-" if r.speedup_vs_torch is None else f"{r.speedup_vs_torch:.2f}x", r.note,
         )  # fmt: skip
     console.print(table)
+    drift = max(triad, after) / min(triad, after) - 1
+    if drift > 0.2:
+        console.print(f"note: the triad bandwidth moved {drift:.0%} during the run ({triad:.1f} "
+                      f"then {after:.1f} GB/s): compare ratios within this run, not times "
+                      "across runs", soft_wrap=True)  # fmt: skip
     if json_path is not None:
         payload = {"environment": env, "triad_gbps": triads, "repeats": repeats,
                    "rows": [asdict(r) for r in rows]}  # fmt: skip

@@ -7,9 +7,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .checks import UsageError, device, positive_int, writable_file, writable_folder
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block): ``rmsprop X: error: ...``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="rmsprop",
         description="RMSprop, every framework's variant, exactly: see what it does, compare, measure.",
     )
@@ -27,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated suites: large, many-small, embedding, state (fp32 / bf16 / int8 "
         "optimizer state), state-many-small, tiny",
     )
-    bench.add_argument("--repeats", type=int, default=20, help="timed steps per measurement")
+    bench.add_argument("--repeats", type=positive_int, default=20,
+                       help="timed steps per measurement (at least 1; default 20)")  # fmt: skip
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument(
         "--only", default="", help="comma-separated substrings of implementation names"
@@ -38,36 +48,79 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = sub.add_parser("explain", help="the exact update equations a preset runs")
     explain.add_argument("preset")
+    add_switches(explain)
 
     diff = sub.add_parser(
         "diff", help="which switches differ between two presets, and what each does"
     )
     diff.add_argument("a")
     diff.add_argument("b")
+    add_switches(diff, "applied to both presets")
     return parser
 
 
+NUMBERS = ("lr", "alpha", "eps", "momentum", "weight_decay", "initial_accumulator_value")
+FLAGS = ("eps_in_sqrt", "centered", "nesterov", "lr_in_momentum", "decoupled_weight_decay",
+         "bias_correction", "centered_clamp", "maximize")  # fmt: skip
+
+
+def add_switches(parser: argparse.ArgumentParser, where: str = "") -> None:
+    """--lr, --alpha, ..., --centered/--no-centered, --ema-form: overrides of a preset."""
+    group = parser.add_argument_group(
+        f"switches (override the preset's{'; ' + where if where else ''})"
+    )
+    for name in NUMBERS:
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, metavar="X")
+    for name in FLAGS:
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name,
+                           action=argparse.BooleanOptionalAction)  # fmt: skip
+    group.add_argument("--ema-form", dest="ema_form", choices=("torch", "multiply", "delta"))
+
+
+def overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {k: getattr(args, k) for k in (*NUMBERS, *FLAGS, "ema_form")
+            if getattr(args, k, None) is not None}  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every error is one line on stderr and a non-zero exit status."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            from .demo import run_demo
-
-            return run_demo(out=args.out, seed=args.seed, quick=args.quick)
-        if args.command == "bench":
-            from .bench import run_bench
-
-            only = {o for o in args.only.split(",") if o} or None
-            return run_bench(args.suite.split(","), args.repeats, args.device, args.json, only)
-        from . import tables
-
-        if args.command == "presets":
-            return tables.show_presets()
-        if args.command == "explain":
-            return tables.show_explain(args.preset)
-        if args.command == "diff":
-            return tables.show_diff(args.a, args.b)
-    except (ValueError, ImportError) as err:
-        print(f"rmsprop {args.command}: error: {err}", file=sys.stderr)
+        return _run(args)
+    except KeyboardInterrupt:
+        print(f"rmsprop {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, ValueError, ImportError) as err:
+        print(f"rmsprop {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    return 1  # pragma: no cover - argparse rejects unknown commands
+    except Exception as err:  # a defect of ours: still one line, and where to report it
+        print(f"rmsprop {args.command}: internal error: {type(err).__name__}: {_one_line(err)} "
+              "(please report it with the command)", file=sys.stderr)  # fmt: skip
+        return 1
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(out=writable_folder("--out", args.out), seed=args.seed, quick=args.quick)
+    if args.command == "bench":
+        from .bench import run_bench
+
+        only = {o for o in args.only.split(",") if o} or None
+        json_path = writable_file("--json", args.json) if args.json else None
+        return run_bench(args.suite.split(","), args.repeats, device(args.device), json_path,
+                         only)  # fmt: skip
+    from . import tables
+
+    if args.command == "presets":
+        return tables.show_presets()
+    if args.command == "explain":
+        return tables.show_explain(args.preset, overrides(args))
+    if args.command == "diff":
+        return tables.show_diff(args.a, args.b, overrides(args))
+    raise UsageError(f"unknown command {args.command!r}")  # argparse refuses it first

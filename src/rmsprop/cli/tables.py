@@ -7,8 +7,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from .._validation import validate_hyperparameters
 from ..algorithm import explain
-from ..presets import PRESETS, SWITCHES, get_preset
+from ..presets import PRESETS, SWITCHES, Preset, get_preset
 
 #: What changing each switch does, in one sentence (used by ``diff``).
 EFFECTS = {
@@ -45,33 +46,51 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+PRESET_COLUMNS = {"lr": "lr", "alpha": "alpha", "eps": "eps", "eps_in_sqrt": "eps in √",
+                  "initial_accumulator_value": "v₀", "centered": "centered", "momentum": "momentum",
+                  "lr_in_momentum": "lr in buf", "decoupled_weight_decay": "decoupled wd",
+                  "ema_form": "ema form"}  # fmt: skip
+WIDE = 110  # narrower consoles get one paragraph per preset (a table would split numbers)
+
+
 def show_presets(console: Console | None = None) -> int:
     console = console or wide_console()
-    table = Table(title="rmsprop presets", show_lines=False)
-    columns = ["preset", "lr", "alpha", "eps", "eps in √", "v₀", "centered", "momentum", "lr in buf",
-               "decoupled wd", "ema form"]  # fmt: skip
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for p in PRESETS.values():
-        table.add_row(
-            p.name, _fmt(p.lr), _fmt(p.alpha), _fmt(p.eps), _fmt(p.eps_in_sqrt),
-            _fmt(p.initial_accumulator_value), _fmt(p.centered), _fmt(p.momentum),
-            _fmt(p.lr_in_momentum), _fmt(p.decoupled_weight_decay), p.ema_form,
-        )  # fmt: skip
-    console.print(table)
+    if console.width >= WIDE:
+        table = Table(title="rmsprop presets", show_lines=False)
+        for column in ("preset", *PRESET_COLUMNS.values()):
+            table.add_column(column, no_wrap=True)
+        for p in PRESETS.values():
+            table.add_row(p.name, *(_fmt(getattr(p, key)) for key in PRESET_COLUMNS))
+        console.print(table)
+    else:
+        for p in PRESETS.values():
+            values = "  ".join(f"{label}={_fmt(getattr(p, key))}".replace(" ", "\u00a0")
+                               for key, label in PRESET_COLUMNS.items())  # fmt: skip
+            console.print(f"[bold]{p.name}[/bold]  {values}")
     console.print("rmsprop explain PRESET shows the equations; rmsprop diff A B compares two.")
     return 0
 
 
-def show_explain(name: str, console: Console | None = None) -> int:
+def switches(preset: Preset, changes: dict[str, Any]) -> dict[str, Any]:
+    """The preset's lr and switches with ``changes`` (validated), lr 1 if it has none."""
+    values = preset.hyperparameters(**{"lr": preset.lr if preset.lr is not None else 1.0,
+                                       **changes})  # fmt: skip
+    validate_hyperparameters(values)
+    return values
+
+
+def show_explain(name: str, changes: dict[str, Any] | None = None,
+                 console: Console | None = None) -> int:  # fmt: skip
     console = console or wide_console(soft_wrap=True)  # equations are not re-flowed
     preset = get_preset(name)
-    hp = preset.hyperparameters(lr=preset.lr if preset.lr is not None else 1.0)
-    console.print(f"[bold]{preset.name}[/bold]: {preset.title}")
+    hp = switches(preset, changes or {})
+    changed = ", ".join(f"{k}={v!r}" for k, v in (changes or {}).items())
+    console.print(f"[bold]{preset.name}[/bold]{' with ' + changed if changed else ''}: {preset.title}",
+                  markup=True)  # fmt: skip
     console.print(f"source: {preset.source}\n")
     for line in explain(hp):
         console.print("  " + line)
-    if preset.lr is None:
+    if preset.lr is None and "lr" not in (changes or {}):
         console.print("\n  (η_t: this framework has no default lr; pass one)")
     console.print("\nwhy each switch has its value:")
     for switch, note in preset.notes.items():
@@ -79,16 +98,20 @@ def show_explain(name: str, console: Console | None = None) -> int:
     return 0
 
 
-def show_diff(a: str, b: str, console: Console | None = None) -> int:
+def show_diff(a: str, b: str, changes: dict[str, Any] | None = None,
+              console: Console | None = None) -> int:  # fmt: skip
     console = console or wide_console()
-    first, second = get_preset(a), get_preset(b)
-    diff = first.differences(second)
+    first, second = (switches(get_preset(name), changes or {}) for name in (a, b))
+    first["lr"] = get_preset(a).lr if "lr" not in (changes or {}) else first["lr"]
+    second["lr"] = get_preset(b).lr if "lr" not in (changes or {}) else second["lr"]
+    diff = {k: (first[k], second[k]) for k in ("lr", *SWITCHES) if first[k] != second[k]}
     if not diff:
         console.print(f"{a} and {b} run the same algorithm with the same defaults.")
         return 0
     table = Table(title=f"{a} vs {b}")
-    for column in ("switch", a, b, "what the difference does"):
-        table.add_column(column, overflow="fold")
+    for column in ("switch", a, b):
+        table.add_column(column, no_wrap=True)
+    table.add_column("what the difference does", ratio=1)  # wraps between words
     for switch in ("lr", *SWITCHES):
         if switch in diff:
             table.add_row(switch, _fmt(diff[switch][0]), _fmt(diff[switch][1]), EFFECTS[switch])
