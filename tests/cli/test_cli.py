@@ -239,3 +239,12 @@ def test_explain_and_diff_overrides_from_the_command_line(capsys):
     assert "lr_in_momentum" in capsys.readouterr().out
     assert main(["explain", "tf1", "--momentum", "2"]) == 2
     assert "Invalid momentum value: 2.0" in capsys.readouterr().err
+
+
+def test_info_names_versions_back_ends_cache_and_what_auto_takes(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for heading in ("versions", "back ends", "threads", "numba cache", "impl='auto' takes"):
+        assert heading in out
+    assert "float32 parameters on the CPU: numba: 1 tensor(s) as stored" in out
+    assert "float16 parameters on the CPU: single" in out

@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", type=Path, help="also write the results as JSON")
 
     sub.add_parser("presets", help="the table of presets and their switches")
+    sub.add_parser("info", help="versions, back ends, threads, the kernel cache, what auto runs")
 
     explain = sub.add_parser("explain", help="the exact update equations a preset runs")
     explain.add_argument("preset")
@@ -115,6 +116,10 @@ def _run(args: argparse.Namespace) -> int:
         json_path = writable_file("--json", args.json) if args.json else None
         return run_bench(args.suite.split(","), args.repeats, device(args.device), json_path,
                          only)  # fmt: skip
+    if args.command == "info":
+        from .info import show_info
+
+        return show_info()
     from . import tables
 
     if args.command == "presets":

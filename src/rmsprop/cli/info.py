@@ -1,0 +1,110 @@
+"""``rmsprop info``: what this machine has for the optimizer: versions, which back ends
+load here and why not, threads, numba's disk cache (where, how much), and which
+implementation ``impl="auto"`` takes for common cases (decided by the planner itself)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("rmsprop", "numpy", "torch", "numba", "triton", "jax", "optax", "keras")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def backends() -> dict[str, str]:
+    """Each back end: "loads" or why it does not."""
+    from ..backends import NAMES, unavailable_reason
+
+    return {name: unavailable_reason(name) or "loads" for name in NAMES}
+
+
+def numba_cache() -> dict[str, Any]:
+    """Where numba keeps the compiled kernels, and how many files / bytes are there."""
+    from ..backends import unavailable_reason
+
+    if unavailable_reason("numba") is not None:
+        return {"location": "-", "files": 0, "bytes": 0}
+    from numba.core import config
+
+    from ..backends import numba_cpu
+
+    folder = (
+        Path(config.CACHE_DIR)
+        if config.CACHE_DIR
+        else Path(numba_cpu.__file__).parent / "__pycache__"
+    )
+    files = [f for f in folder.glob("numba_cpu*") if f.is_file()] if folder.is_dir() else []
+    return {
+        "location": str(folder),
+        "files": len(files),
+        "bytes": sum(f.stat().st_size for f in files),
+    }
+
+
+CASES = {
+    "float32 parameters on the CPU": {"dtype": "float32"},
+    "float16 parameters on the CPU": {"dtype": "float16"},
+    "float32 parameters, 8-bit state": {"dtype": "float32", "state_dtype": "int8"},
+    "bf16 parameters, stochastic rounding": {"dtype": "bfloat16", "stochastic_rounding": True},
+    "float32 parameters on CUDA": {"dtype": "float32", "device": "cuda"},
+}
+
+
+def auto_choices() -> dict[str, str]:
+    """What ``impl="auto"`` runs for each case of ``CASES`` (on meta-like small tensors of
+    the case's device; a device this machine lacks is reported as such)."""
+    import torch
+
+    import rmsprop
+    from rmsprop.optim.planner import plan_group
+
+    out = {}
+    for case, spec in CASES.items():
+        device = spec.get("device", "cpu")
+        if device == "cuda" and not torch.cuda.is_available():
+            out[case] = "no CUDA device here"
+            continue
+        p = torch.zeros(8192, dtype=getattr(torch, spec["dtype"]), device=device,
+                        requires_grad=True)  # fmt: skip
+        p.grad = torch.zeros_like(p)
+        opt = rmsprop.RMSprop(
+            [p], **{k: v for k, v in spec.items() if k not in ("dtype", "device")}
+        )
+        plan = plan_group(0, opt.param_groups[0], opt.state)
+        out[case] = str(plan.summary()).replace("\n", ";").replace("  ", " ")
+    return out
+
+
+def show_info(console=None) -> int:
+    from rich.console import Console
+
+    console = console or Console(soft_wrap=True)
+    console.print("[bold]versions[/bold]")
+    for name, version in versions().items():
+        console.print(f"  {name:8s} {version}")
+    console.print("[bold]back ends[/bold]")
+    for name, status in backends().items():
+        console.print(f"  {name:8s} {status}")
+    import torch
+
+    console.print(f"[bold]threads[/bold]  torch {torch.get_num_threads()}, "
+                  f"cpus {os.cpu_count()}")  # fmt: skip
+    cache = numba_cache()
+    console.print(f"[bold]numba cache[/bold]  {cache['location']}: {cache['files']} files, "
+                  f"{cache['bytes'] / 2**20:.1f} MiB")  # fmt: skip
+    console.print("[bold]impl='auto' takes[/bold]")
+    for case, choice in auto_choices().items():
+        console.print(f"  {case}: {choice}")
+    return 0
