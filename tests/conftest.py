@@ -6,6 +6,9 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Kernels compile in the test process (a test that checks the background compile, which
+# users get, turns it on in a subprocess of its own).
+os.environ.setdefault("RMSPROP_BACKGROUND_COMPILE", "0")
 
 # Triton kernels run on the CPU under Triton's interpreter when there is no GPU. This must
 # be set before a kernel is defined, so it is set here, before any test imports rmsprop.

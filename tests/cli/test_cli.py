@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -248,3 +249,25 @@ def test_info_names_versions_back_ends_cache_and_what_auto_takes(capsys):
         assert heading in out
     assert "float32 parameters on the CPU: numba: 1 tensor(s) as stored" in out
     assert "float16 parameters on the CPU: single" in out
+
+
+def test_warmup_compiles_ahead_and_a_later_auto_step_runs_fused_at_once(tmp_path):
+    """``rmsprop warmup`` writes the kernels to numba's disk cache: a new process with the
+    background compile on then loads the kernel and runs fused within a few steps."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "RMSPROP_BACKGROUND_COMPILE": "1"}
+    run = subprocess.run([sys.executable, "-m", "rmsprop", "warmup", "--preset", "keras"],
+                         capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert run.returncode == 0 and "keras, fp32 state, plain" in run.stdout, run.stderr
+    code = ("import time, torch, rmsprop\n"
+            "p = torch.zeros(1000, requires_grad=True)\n"
+            "opt = rmsprop.RMSprop.from_preset([p], 'keras', lr=1e-3)\n"
+            "start = time.perf_counter()\n"
+            "while time.perf_counter() - start < 30:\n"
+            "    p.grad = torch.ones(1000); opt.step()\n"
+            "    if opt.last_impl[0] == 'numba': break\n"
+            "    time.sleep(0.1)\n"
+            "print(opt.last_impl[0], round(time.perf_counter() - start, 1))\n")  # fmt: skip
+    after = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, timeout=120)  # fmt: skip
+    impl, seconds = after.stdout.split()
+    assert impl == "numba" and float(seconds) < 15, after.stdout + after.stderr[-2000:]

@@ -52,6 +52,7 @@ class Hyper:
     ema_form: str = "torch"
     centered_clamp: bool = False
     capturable: bool = False
+    ieee_sqrt: bool = False  # the single-tensor path with a correctly rounded sqrt (numba's)
 
     @classmethod
     def from_group(cls, group: dict[str, Any]) -> Hyper:

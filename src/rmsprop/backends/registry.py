@@ -25,8 +25,8 @@ def unavailable_reason(name: str) -> str | None:
     """Why back end ``name`` cannot load here, or None if it can (checked once)."""
     if name not in _REASONS:
         try:
-            load(name)
-            _REASONS[name] = None
+            module = load(name)
+            _REASONS[name] = module.available() if hasattr(module, "available") else None
         except ImportError as err:
             _REASONS[name] = str(err)
     return _REASONS[name]

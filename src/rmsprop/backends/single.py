@@ -8,6 +8,7 @@ Step numbers refer to :data:`rmsprop.algorithm.ALGORITHM`.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -54,10 +55,18 @@ def denominator(square_avg: Tensor, grad_avg: Tensor | None, step: float, hp: Hy
 def with_eps(s: Tensor, square_avg: Tensor, hp: Hyper) -> Tensor:
     """(7) ``sqrt(s + eps)`` or ``sqrt(s) + eps``, a new tensor (``s`` is ``square_avg``
     itself, which must not change, or a temporary that may)."""
+    if hp.ieee_sqrt:
+        return _ieee_sqrt(s.add(hp.eps)) if hp.eps_in_sqrt else _ieee_sqrt(s).add_(hp.eps)
     if hp.eps_in_sqrt:
         return s.add(hp.eps).sqrt_()
     avg = s.sqrt() if s is square_avg else s.sqrt_()
     return avg.add(hp.eps) if hp.differentiable else avg.add_(hp.eps)
+
+
+def _ieee_sqrt(s: Tensor) -> Tensor:
+    """A correctly rounded square root (NumPy's), a new tensor: the fused kernels' IEEE
+    sqrt, where torch's vectorised CPU sqrt is not always correctly rounded."""
+    return torch.from_numpy(np.sqrt(s.detach().cpu().numpy())).to(s.device)
 
 
 def apply_step_(

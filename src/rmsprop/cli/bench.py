@@ -73,7 +73,7 @@ def triad_bandwidth(numel: int, repeats: int, device: str) -> dict[str, float]:
     out["torch"] = 12 * numel / t / 1e9
     if device == "cpu":
         try:
-            from ..backends.numba_cpu import triad
+            from ..backends.numba_kernels import triad
 
             an, bn, cn = a.numpy(), b.numpy(), c.numpy()
             t = statistics.median(timings(lambda: triad(cn, an, bn, 1.5), repeats, 3, sync))

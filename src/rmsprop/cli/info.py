@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-from pathlib import Path
 from typing import Any
 
 PACKAGES = ("rmsprop", "numpy", "torch", "numba", "triton", "jax", "optax", "keras")
@@ -36,16 +35,10 @@ def numba_cache() -> dict[str, Any]:
 
     if unavailable_reason("numba") is not None:
         return {"location": "-", "files": 0, "bytes": 0}
-    from numba.core import config
-
     from ..backends import numba_cpu
 
-    folder = (
-        Path(config.CACHE_DIR)
-        if config.CACHE_DIR
-        else Path(numba_cpu.__file__).parent / "__pycache__"
-    )
-    files = [f for f in folder.glob("numba_cpu*") if f.is_file()] if folder.is_dir() else []
+    folder = numba_cpu._cache_folder()
+    files = [f for f in folder.glob("numba_kernels*") if f.is_file()] if folder.is_dir() else []
     return {
         "location": str(folder),
         "files": len(files),

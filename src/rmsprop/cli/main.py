@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="the table of presets and their switches")
     sub.add_parser("info", help="versions, back ends, threads, the kernel cache, what auto runs")
+    warmup = sub.add_parser("warmup", help="compile the fused CPU kernels ahead of time")
+    warmup.add_argument("--preset", action="append", default=None,
+                        help="a preset whose kernels to compile (repeatable; default torch)")  # fmt: skip
+    warmup.add_argument("--state-dtype", action="append", default=None,
+                        choices=("fp32", "bf16", "int8"),
+                        help="state form (repeatable; default fp32)")  # fmt: skip
+    add_switches(warmup, "without them: plain, momentum, centered, both")
 
     explain = sub.add_parser("explain", help="the exact update equations a preset runs")
     explain.add_argument("preset")
@@ -116,6 +123,16 @@ def _run(args: argparse.Namespace) -> int:
         json_path = writable_file("--json", args.json) if args.json else None
         return run_bench(args.suite.split(","), args.repeats, device(args.device), json_path,
                          only)  # fmt: skip
+    if args.command == "warmup":
+        from rich.console import Console
+
+        from ..presets import get_preset
+        from .warmup import warm_up
+
+        presets = args.preset or ["torch"]
+        for name in presets:
+            get_preset(name)  # an unknown preset is an error before any compile
+        return warm_up(presets, args.state_dtype or ["fp32"], overrides(args), Console())
     if args.command == "info":
         from .info import show_info
 

@@ -84,7 +84,7 @@ def any_nonfinite(grads: list[Tensor]) -> bool:
         else:
             flags.append(~torch.isfinite(values).all())
     if fast:
-        from ..backends.numba_cpu import any_nonfinite as numba_any_nonfinite
+        from ..backends.numba_kernels import any_nonfinite as numba_any_nonfinite
 
         flags.append(torch.tensor(numba_any_nonfinite(fast)))
     bad = torch.stack(flags).any().to(torch.int32)

@@ -21,7 +21,7 @@ The two edges live here too: sparse gradients (``sparse_mode="dense"`` makes the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -130,9 +130,36 @@ def plan_tensors(index: int, group: dict[str, Any], owners: list[Tensor], positi
     if buckets:
         plan.impl, plan.passed_over = choose(index, group, hp, list(buckets))
         plan.tasks = [Task(_mode(plan.impl, f), f, tuple(ix)) for f, ix in buckets.items()]
+        if plan.impl == "numba" and group["impl"] == "auto":
+            _wait_for_no_compile(plan)
         if all(t.mode == "sparse" for t in plan.tasks):
             plan.impl = "sparse-lazy"
     return plan
+
+
+def _wait_for_no_compile(plan: Plan) -> None:
+    """``auto`` chose numba but a kernel it needs is not compiled yet: the kernel compiles
+    in a separate process while this step runs the single-tensor path with numba's IEEE
+    square root (the same bits); a later step, once it is ready, runs fused."""
+    from ..backends import numba_cpu
+
+    if not numba_cpu.background():
+        return
+    kernels = [t for t in plan.tasks if t.mode == "native" or (
+        t.mode == "widened" and not plan.hp.variance_form(t.facts.storage))]  # fmt: skip
+    waiting = {numba_cpu.needed(plan.hp, t.facts, t.mode == "native") for t in kernels}
+    waiting = {job for job in waiting if not numba_cpu.ready(*job)}
+    if not waiting:
+        return
+    for job in waiting:
+        numba_cpu.prepare(*job)  # a process compiles it, a thread loads it: no waiting here
+    plan.impl, plan.hp = "single", replace(plan.hp, ieee_sqrt=True)
+    plan.tasks = [Task(_mode("single", t.facts), t.facts, t.index) for t in plan.tasks]
+    plan.passed_over["numba"] = (
+        "its kernel for these switches is being compiled or loaded in the background; "
+        "until then the single-tensor path runs with the kernel's IEEE square root (the "
+        "same bits)"
+    )
 
 
 def gather(group: dict[str, Any]) -> tuple[list[Tensor], list[int], list[Tensor]]:
