@@ -65,6 +65,11 @@ def corrections(hp: Hyper, steps: np.ndarray | None, count: int, dtype: np.dtype
     return np.array(rows, np.float64)[where].astype(dtype)
 
 
+def next_steps(steps: list[Tensor]) -> np.ndarray:
+    """The counters' values after this step's (1), read before it is taken."""
+    return np.array([s.item() for s in steps], np.float64) + 1
+
+
 def needs_steps(hp: Hyper, batch: Batch) -> bool:
     """Does the kernel need the step counters' values (bias correction, random streams)?"""
     return hp.bias_correction or batch.storage is not Storage.FLOAT or batch.round_param

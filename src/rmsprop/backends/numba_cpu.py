@@ -95,12 +95,20 @@ def step(batch: Batch, lr, hp: Hyper) -> None:
     math = host.NUMPY_DTYPES[batch.params[0].dtype]
     grads = [g if g.is_contiguous() else g.contiguous() for g in batch.grads]
     pointers, scales = host.address_table(batch, grads, hp.buffers(batch.storage))
-    steps = kernels.increment_steps(batch.steps, host.needs_steps(hp, batch))  # (1)
+    steps = host.next_steps(batch.steps) if host.needs_steps(hp, batch) else None
     sizes = tuple(p.numel() for p in batch.params)
     kernel = kernels.kernel_for(hp, batch.storage, batch.round_param)
-    kernel(pointers, np.array(sizes, np.int64), host.corrections(hp, steps, len(sizes), math),
-           *host.work_items(sizes, kernels.CHUNK), host.scalars(hp, lr, math), scales,
-           host.offsets(batch, steps))  # fmt: skip
+    arguments = (
+        pointers,
+        np.array(sizes, np.int64),
+        host.corrections(hp, steps, len(sizes), math),
+        *host.work_items(sizes, kernels.CHUNK),
+        host.scalars(hp, lr, math),
+        scales,
+        host.offsets(batch, steps),
+    )  # everything that could raise, before a write
+    kernels.increment_steps(batch.steps, False)  # (1)
+    kernel(*arguments)
     _mark(kernel_key(hp, batch.storage, batch.round_param), str(math))
 
 

@@ -358,26 +358,29 @@ def step(batch: Batch, lr, hp: Hyper) -> None:
     lr = float(to_scalar_lr(lr))
     grads = [g.contiguous() for g in batch.grads]  # alive until the launch is done
     pointers, scales = host.address_table(batch, grads, hp.buffers(batch.storage))
-    steps = batch.steps
-    torch._foreach_add_(steps, 1.0)  # (1)
-    values = np.array([float(s) for s in steps]) if host.needs_steps(hp, batch) else None
+    values = host.next_steps(batch.steps) if host.needs_steps(hp, batch) else None
     block = 256 if batch.storage is Storage.INT8 else BLOCK
     sizes = tuple(p.numel() for p in batch.params)
     tensor, start, _ = host.work_items(sizes, block)
-    if not len(tensor):
-        return
     device, scalars = batch.params[0].device, host.scalars(hp, lr, np.dtype(np.float32))
     state_t = batch.views[0]["square_avg"].dtype if batch.storage is Storage.FLOAT else None
 
     def table(values, dtype=torch.int64):
         return torch.as_tensor(values, dtype=dtype).to(device)
 
+    tables = (table(pointers), table(scales), table(host.offsets(batch, values).astype(np.int64)),
+              table(np.array(sizes)),
+              table(host.corrections(hp, values, len(sizes), np.dtype(np.float32)), torch.float32),
+              table(tensor), table(start.astype(np.int64)))  # fmt: skip
+    torch._foreach_add_(batch.steps, 1.0)  # (1), after everything that could raise
+    if not len(tensor):
+        return
+    # no contraction of a*b + c into one FMA beyond the tl.fma written: numba's and torch's
+    # roundings (Triton fuses by default on a GPU; the interpreter never does)
     _kernel[(len(tensor),)](
-        table(pointers), table(scales), table(host.offsets(batch, values).astype(np.int64)),
-        table(np.array(sizes)), table(host.corrections(hp, values, len(sizes), np.dtype(np.float32)),
-                                      torch.float32),
-        table(tensor), table(start.astype(np.int64)), *(float(x) for x in scalars),
+        *tables, *(float(x) for x in scalars),
         PARAM_T=_TL[batch.params[0].dtype], STATE_T=_TL.get(state_t, tl.float32),
         FORMAT=int(batch.storage), ROUND_PARAM=batch.round_param, **hp.kernel_switches(),
         VARIANCE=hp.variance_form(batch.storage), LERP_LOW=host.lerp_low(scalars), BLOCK=block,
+        enable_fp_fusion=False,
     )  # fmt: skip

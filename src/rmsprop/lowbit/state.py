@@ -166,17 +166,20 @@ def init_state(state: dict[str, Any], param: Tensor, form: StateForm, group: Map
 
 def conform(state: dict[str, Any], param: Tensor, form: StateForm, group: Mapping[str, Any],
             seed: int, salt: int) -> None:  # fmt: skip
-    """Every buffer of ``state`` in ``form`` for ``param``: ``square_avg`` and ``grad_var``
-    computed from one another where the group needs the other one (v = S + ḡ²/c,
-    S = max(v − ḡ²/c, 0)), then every buffer in another form decoded and encoded."""
+    """Every buffer the group uses in ``form`` for ``param``: ``square_avg`` and
+    ``grad_var`` computed from one another where the group needs the other one
+    (v = S + ḡ²/c, S = max(v − ḡ²/c, 0)), laid out like the parameter, then every buffer in
+    use that is in another form decoded and encoded (buffers not in use are left alone)."""
     step = float(state["step"]) if "step" in state else 0.0
     first = buffer_names(group["centered"], group["momentum"], form.storage(param))[0]
     if not has(state, first) and has(state, _OTHER[first]):
         value = _converted_first(state, first, group, step)
+        value = torch.empty_like(local(param), dtype=value.dtype).copy_(value)  # param's layout
         for key in (_OTHER[first], f"{_OTHER[first]}_codes", f"{_OTHER[first]}_scale"):
             state.pop(key, None)
         encode(state, {first: value}, param, form, int(step), seed, salt)
-    stale = {name: decode(state, name) for name in ALL_BUFFERS
+    names = buffer_names(group["centered"], group["momentum"], form.storage(param))
+    stale = {name: decode(state, name) for name in names
              if has(state, name) and not in_form(state, name, param, form)}  # fmt: skip
     if stale:
         encode(state, stale, param, form, int(step), seed, salt)

@@ -18,7 +18,7 @@ import torch
 
 from ..lowbit.forms import scale_shape
 from ..lowbit.state import ALL_BUFFERS, VARIANCE
-from .validation import GROUP_KEYS, STATE_KEYS, check_group
+from .validation import GROUP_KEYS, RUNTIME_KEYS, STATE_KEYS, check_group
 
 #: what every RMSprop group has (torch's and ours): their absence means another optimizer
 RMSPROP_KEYS = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered")
@@ -70,6 +70,7 @@ def _check_group(gi: int, saved: Any, group: dict[str, Any],
             f"optimizer {len(group['params'])}"
         )
     hyper = {k: saved.get(k, defaults[k]) for k in GROUP_KEYS}
+    hyper.update({k: group[k] for k in RUNTIME_KEYS})  # kept from this optimizer on load
     try:
         return check_group(hyper)
     except (TypeError, ValueError, ImportError) as err:
@@ -97,6 +98,10 @@ def _check_entry(where: str, entry: Any, param: torch.Tensor, hyper: dict[str, A
             "state has no 'square_avg' (nor 'grad_var'); a new one would make the next step "
             "far too large"
         )
+    if {"square_avg", VARIANCE} <= set(buffers):
+        raise ValueError(
+            f"{where}: both 'square_avg' and 'grad_var' (the variance form): one state has one"
+        )
     for name in ALL_BUFFERS:
         _check_buffer(where, name, entry, param)
 
@@ -116,6 +121,11 @@ def step_value(where: str, step: Any) -> float:
 
 
 def _check_buffer(where: str, name: str, entry: dict[str, Any], param: torch.Tensor) -> None:
+    for key in (name, f"{name}_codes", f"{name}_scale"):
+        if key in entry and not isinstance(entry[key], torch.Tensor):
+            raise ValueError(f"{where}: {key!r} must be a tensor, got {entry[key]!r}")
+    if name in entry and f"{name}_codes" in entry:
+        raise ValueError(f"{where}: {name!r} is there twice, as a tensor and as 8-bit codes")
     codes, scale = entry.get(f"{name}_codes"), entry.get(f"{name}_scale")
     if (codes is None) != (scale is None):
         raise ValueError(f"{where}: {name!r} needs both '{name}_codes' and '{name}_scale'")

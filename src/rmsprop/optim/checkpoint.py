@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+_UMASK = os.umask(0)  # read once, at import (setting it back at once)
+os.umask(_UMASK)
 #: what ``torch.load`` raises for a file that is not a whole checkpoint
 UNREADABLE = (EOFError, OSError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile,
               KeyError, ValueError, AttributeError, IndexError)  # fmt: skip
@@ -39,10 +41,13 @@ def save(optimizer: torch.optim.Optimizer, path: str | Path) -> None:
 
 def write_atomically(obj: Any, path: Path) -> None:
     """``torch.save(obj, path)`` through a temporary file in ``path``'s folder, flushed to
-    disk and renamed over ``path``; on any failure the temporary file is removed."""
+    disk and renamed over ``path`` (over the file a symbolic link points to, keeping the
+    link); on any failure the temporary file is removed. A new file gets the permissions
+    the process's umask gives, an existing one keeps its own."""
+    path = path.resolve() if path.is_symlink() else path
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK)
         with os.fdopen(handle, "wb") as file:
             torch.save(obj, file)
             file.flush()

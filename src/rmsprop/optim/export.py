@@ -37,13 +37,22 @@ def torch_state_dict(state_dict: dict[str, Any], params: list[torch.Tensor]) -> 
             )
         kept = (*TORCH_KEYS, "params", "param_names", "initial_lr")
         groups.append({k: copy.copy(v) for k, v in group.items() if k in kept})
-    state = {pid: _torch_entry(entry, params[pid]) for pid, entry in state_dict["state"].items()}
+    wanted = {}
+    for group in state_dict["param_groups"]:
+        uses = {name for name, on in (("grad_avg", group["centered"]),
+                                      ("momentum_buffer", group["momentum"] > 0)) if on}  # fmt: skip
+        wanted.update({pid: uses for pid in group["params"]})
+    state = {pid: _torch_entry(entry, params[pid], wanted[pid])
+             for pid, entry in state_dict["state"].items()}  # fmt: skip
     return {"state": state, "param_groups": groups}
 
 
-def _torch_entry(entry: dict[str, Any], param: torch.Tensor) -> dict[str, Any]:
-    """One parameter's state with torch's keys, every buffer in the parameter's dtype."""
-    out: dict[str, Any] = {"step": torch.tensor(float(entry["step"]), dtype=torch.float32)}
+def _torch_entry(entry: dict[str, Any], param: torch.Tensor, wanted: set[str]) -> dict[str, Any]:
+    """One parameter's state with torch's keys, every buffer in the parameter's dtype
+    (``wanted``: the buffers the group's switches use)."""
+    step = entry["step"]
+    dtype = step.dtype if isinstance(step, torch.Tensor) else torch.float32
+    out: dict[str, Any] = {"step": torch.tensor(float(step), dtype=dtype)}
     if has(entry, VARIANCE):  # v = S + ḡ² (no bias correction under torch's switches)
         mean = decode(entry, "grad_avg")
         out["square_avg"] = decode(entry, VARIANCE) + mean * mean
@@ -52,6 +61,8 @@ def _torch_entry(entry: dict[str, Any], param: torch.Tensor) -> dict[str, Any]:
     for name in ("momentum_buffer", "grad_avg"):
         if has(entry, name):
             out[name] = decode(entry, name)
+        elif name in wanted:  # switched on after the last step: it starts at 0, as here
+            out[name] = torch.zeros(param.shape)
     for name in ("square_avg", "momentum_buffer", "grad_avg"):
         if name in out:
             out[name] = out[name].to(param.dtype).clone().view(param.shape)

@@ -20,6 +20,7 @@ The two edges live here too: sparse gradients (``sparse_mode="dense"`` makes the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -70,7 +71,7 @@ class Plan:
     positions: list[int]  # their positions in the group
     params: list[Tensor]  # their local tensors (a DTensor's shard)
     grads: list[Tensor]  # their gradients as given (dense in sparse_mode="dense")
-    fresh: list[int]  # positions whose state is created or completed before the run
+    fresh: list[int]  # indices (into these lists) of tensors whose state is completed first
     states: list[dict[str, Any] | None] = field(default_factory=list)  # None: none yet
     tasks: list[Task] = field(default_factory=list)
     passed_over: dict[str, str] = field(default_factory=dict)  # auto: back end -> why not
@@ -127,6 +128,7 @@ def plan_tensors(index: int, group: dict[str, Any], owners: list[Tensor], positi
     plan = Plan(index, group, hp, form, "none", owners, positions, params, grads, [],
                 sharded=sharded)  # fmt: skip
     buckets = _examine_uniform(plan, state) or _examine(plan, positions, state)
+    _check_step_values(plan, list(buckets))
     if buckets:
         plan.impl, plan.passed_over = choose(index, group, hp, list(buckets))
         plan.tasks = [Task(_mode(plan.impl, f), f, tuple(ix)) for f, ix in buckets.items()]
@@ -265,6 +267,7 @@ def _uniform_kind(params: list[Tensor], grads: list[Tensor], states: list[Any], 
         steps = [st["step"] for st in states]
         step_dtype = steps[0].dtype
         if (step_dtype not in STEP_DTYPES or [s.dtype for s in steps].count(step_dtype) != n
+                or [s.numel() for s in steps].count(1) != n
                 or (device.type == "cpu" and not all([s.is_cpu for s in steps]))):  # fmt: skip
             return None
     except (AttributeError, TypeError, KeyError):  # a state, buffer or step missing or odd
@@ -316,6 +319,23 @@ def _facts(kind: tuple[Any, ...], plan: Plan, position: int) -> Facts:
     return facts
 
 
+def _check_step_values(plan: Plan, kinds: list[Facts]) -> None:
+    """Where a step's value enters the math (bias correction, the random streams of
+    stochastic rounding), each counter must be a whole number >= 0 (read only then: a
+    read costs about 0.2 µs a tensor)."""
+    if not (plan.hp.bias_correction or any(f.storage is not Storage.FLOAT or f.rounded
+                                           for f in kinds)):  # fmt: skip
+        return
+    for k, st in enumerate(plan.states):
+        if st and "step" in st:
+            value = float(st["step"])
+            if not (math.isfinite(value) and 0 <= value < 2**53 and value == int(value)):
+                raise RuntimeError(
+                    f"group {plan.index}, parameter {plan.positions[k]}: state 'step' is "
+                    f"{value!r}; a step counter is a whole number >= 0"
+                )
+
+
 def _mode(impl: str, facts: Facts) -> str:
     """How back end ``impl`` runs tensors with ``facts``. A gradient of another dtype than
     its parameter's (``Tensor.grad_dtype``) is cast to the math dtype first: widened."""
@@ -346,29 +366,50 @@ def inspect(p: Tensor, g: Tensor, state: dict[str, Any] | None, storage: Storage
             "have its parameter's shape and device, and a floating-point dtype (complex for "
             "a complex parameter)"
         )
+    if g.is_sparse and g.sparse_dim() > 1 and not p.is_contiguous():
+        raise Problem(
+            "lazy sparse rows of a non-contiguous parameter need a gradient with one sparse "
+            "dimension; use sparse_mode='dense'"
+        )
     in_form, dense, complete, step_dtype = True, True, bool(state), None
     if state:
         step_dtype = _check_step(state.get("step"), cpu)
         complete = step_dtype is not None
         int8 = storage is Storage.INT8
-        for name in ALL_BUFFERS:  # every buffer there is checked; those in use decide the rest
-            buffer, used = state.get(name), name in names
+        for name in names:  # the buffers in use
+            buffer = state.get(name)
             if buffer is not None:
                 kept = buffer.dtype if isinstance(buffer, Tensor) else None
                 if not (kept in holds and buffer.shape == shape
                         and (buffer.is_cpu if cpu else buffer.device == p.device)):  # fmt: skip
                     raise _buffer_problem(name, buffer, p)
-                in_form = in_form and ((kept is stored and not int8) or not used)
-                dense = dense and (buffer.is_contiguous() or not used)
+                in_form = in_form and kept is stored and not int8
+                dense = dense and buffer.is_contiguous()
             elif (codes := state.get(f"{name}_codes")) is not None:
                 scale = _check_codes(name, codes, state.get(f"{name}_scale"), p)
-                in_form = in_form and (int8 or not used)
-                dense = dense and ((codes.is_contiguous() and scale.is_contiguous()) or not used)
-            elif used:
+                in_form = in_form and int8
+                dense = dense and codes.is_contiguous() and scale.is_contiguous()
+            else:
                 complete = False
+        if not complete:  # the state is completed from what is there (lowbit.state.conform)
+            _check_unused(state, names, p, holds)
     kind = (_CPU if cpu else p.device, dtype, storage, stored, in_form, p.is_contiguous(), dense,
             g.is_sparse, None if grad_dtype is dtype else grad_dtype, step_dtype or new_step_dtype())  # fmt: skip
     return kind, complete
+
+
+def _check_unused(state: dict[str, Any], names: list[str], p: Tensor, holds: frozenset) -> None:
+    """The buffers not in use that completing the state may read (``square_avg`` for
+    ``grad_var`` and back, ``grad_avg``) are valid tensors of the parameter's shape."""
+    for name in ALL_BUFFERS:
+        buffer = state.get(name)
+        if name in names or (buffer is None and f"{name}_codes" not in state):
+            continue
+        if buffer is None:
+            _check_codes(name, state[f"{name}_codes"], state.get(f"{name}_scale"), p)
+        elif not (isinstance(buffer, Tensor) and buffer.dtype in holds
+                  and buffer.shape == p.shape and buffer.device == p.device):  # fmt: skip
+            raise _buffer_problem(name, buffer, p)
 
 
 def _describe(t: Tensor) -> str:
@@ -376,17 +417,21 @@ def _describe(t: Tensor) -> str:
 
 
 def _check_step(step: Any, cpu: bool) -> torch.dtype | None:
-    """A step counter is a float32/float64 tensor, on the CPU for a CPU parameter (the
-    fused CPU kernel adds 1 to it in place). Returns its dtype, None when there is none."""
+    """A step counter is a one-element float32/float64 tensor, on the CPU for a CPU
+    parameter (the fused CPU kernel adds 1 to it in place, through its address). Returns
+    its dtype, None when there is none."""
     if step is None:
         return None
-    if not (isinstance(step, Tensor) and step.dtype in STEP_DTYPES and (step.is_cpu or not cpu)):
+    if not (isinstance(step, Tensor) and step.dtype in STEP_DTYPES and step.numel() == 1
+            and (step.is_cpu or not cpu)):  # fmt: skip
         found = (
-            f"{step.dtype} on {step.device}" if isinstance(step, Tensor) else type(step).__name__
+            f"{tuple(step.shape)} {step.dtype} on {step.device}"
+            if isinstance(step, Tensor)
+            else type(step).__name__
         )
         raise Problem(
-            f"state 'step' is {found}; it must be a float32 or float64 tensor (torch's "
-            "convention), on the CPU for a CPU parameter"
+            f"state 'step' is {found}; it must be a one-element float32 or float64 tensor "
+            "(torch's convention), on the CPU for a CPU parameter"
         )
     return step.dtype
 
