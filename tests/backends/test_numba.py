@@ -115,7 +115,7 @@ def test_explicit_numba_refuses_what_it_cannot_run():
 
 
 def test_many_small_tensors_go_through_one_call(monkeypatch):
-    from rmsprop.backends import numba_cpu
+    from rmsprop.backends import numba_kernels as numba_cpu
 
     calls = []
     real = numba_cpu.kernel_for
@@ -136,7 +136,7 @@ def test_many_small_tensors_go_through_one_call(monkeypatch):
 def test_compiled_once_then_loaded_from_the_disk_cache(tmp_path):
     code = (
         "import torch, rmsprop\n"
-        "from rmsprop.backends import numba_cpu\n"
+        "from rmsprop.backends import numba_kernels as numba_cpu\n"
         "from rmsprop.backends.base import Hyper\n"
         "p = torch.zeros(100, requires_grad=True); p.grad = torch.ones(100)\n"
         "hp = dict(momentum=0.5, centered=True, eps_in_sqrt=True)\n"
@@ -168,7 +168,7 @@ def test_int8_element_codecs_equal_the_torch_codec(name, rounding):
     for every code."""
     from numba import njit
 
-    from rmsprop.backends import numba_cpu
+    from rmsprop.backends import numba_kernels as numba_cpu
     from rmsprop.lowbit.codecs import (
         S_SHIFT,
         U_SHIFT,

@@ -283,7 +283,7 @@ def _flag_noise(rows: list[Row]) -> None:
         if row.fraction_of_triad is not None and row.fraction_of_triad > 1.2:
             flags.append("above the triad: bandwidth moved during the run")
         if flags:
-            row.note = "; ".join([*flags, row.note] if row.note else flags)
+            row.note = "; ".join([row.note, *flags] if row.note else flags)
 
 
 def environment(device: str) -> dict[str, Any]:

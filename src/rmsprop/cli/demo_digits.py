@@ -33,25 +33,26 @@ def digits_data(seed: int):
     return (x_train - mean) / std, (x_test - mean) / std, y_train, y_test
 
 
-def optimizers() -> dict[str, Callable[[Any], Any]]:
-    """name -> factory(params). lrs are each optimizer's usual default scale."""
+def optimizers() -> dict[str, tuple[float, Callable[[Any], Any]]]:
+    """name -> (lr, factory(params)); each lr is its optimizer's usual scale."""
     import torch
 
     import rmsprop
 
     return {
-        "SGD": lambda ps: torch.optim.SGD(ps, lr=0.1),
-        "momentum": lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9),
-        "Nesterov": lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),
-        "Adagrad": lambda ps: torch.optim.Adagrad(ps, lr=0.05),
-        "RMSprop (torch)": lambda ps: rmsprop.RMSprop.from_preset(ps, "torch", lr=1e-3),
-        "RMSprop (keras)": lambda ps: rmsprop.RMSprop.from_preset(ps, "keras", lr=1e-3),
-        "RMSprop (tf1)": lambda ps: rmsprop.RMSprop.from_preset(ps, "tf1", lr=1e-3),
+        "SGD": (0.1, lambda ps: torch.optim.SGD(ps, lr=0.1)),
+        "momentum": (0.05, lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9)),
+        "Nesterov": (0.05, lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True)),
+        "Adagrad": (0.05, lambda ps: torch.optim.Adagrad(ps, lr=0.05)),
+        "RMSprop (torch)": (1e-3, lambda ps: rmsprop.RMSprop.from_preset(ps, "torch", lr=1e-3)),
+        "RMSprop (keras)": (1e-3, lambda ps: rmsprop.RMSprop.from_preset(ps, "keras", lr=1e-3)),
+        "RMSprop (tf1)": (1e-3, lambda ps: rmsprop.RMSprop.from_preset(ps, "tf1", lr=1e-3)),
     }
 
 
 def train(make_opt, data, seed: int, epochs: int, batch: int = 64, state_dtype=None):
-    """Train a 64-64-10 MLP; returns per-epoch train loss and test accuracy, and seconds."""
+    """Train a 64-64-10 MLP; returns per-epoch train loss and test accuracy, and the
+    seconds of each epoch (the first includes one-time costs, such as compiling)."""
     import torch
 
     x_train, x_test, y_train, y_test = (torch.as_tensor(a) for a in data)
@@ -59,9 +60,9 @@ def train(make_opt, data, seed: int, epochs: int, batch: int = 64, state_dtype=N
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Tanh(), torch.nn.Linear(64, 10))
     opt = make_opt(model.parameters())
     order = np.random.default_rng(seed)
-    losses, accuracies = [], []
-    start = time.perf_counter()
+    losses, accuracies, seconds = [], [], []
     for _ in range(epochs):
+        start = time.perf_counter()
         perm = torch.as_tensor(order.permutation(len(x_train)))
         total = 0.0
         for i in range(0, len(perm), batch):
@@ -72,9 +73,10 @@ def train(make_opt, data, seed: int, epochs: int, batch: int = 64, state_dtype=N
             opt.step()
             total += loss.item() * len(idx)
         losses.append(total / len(perm))
+        seconds.append(time.perf_counter() - start)
         with torch.no_grad():
             accuracies.append(float((model(x_test).argmax(1) == y_test).float().mean()))
-    return losses, accuracies, time.perf_counter() - start
+    return losses, accuracies, seconds
 
 
 def section_digits(report: Report, out: Path, seed: int, quick: bool, result, progress) -> None:
@@ -84,20 +86,24 @@ def section_digits(report: Report, out: Path, seed: int, quick: bool, result, pr
     data = digits_data(seed)
     epochs = 10 if quick else 30
     curves = {}
-    for name, make in optimizers().items():
+    for name, (lr, make) in optimizers().items():
         progress(f"digits: {name}")
         losses, accuracies, seconds = train(make, data, seed, epochs)
         curves[name] = (losses, accuracies)
-        result.digits[name] = {"accuracy": accuracies[-1], "loss": losses[-1], "seconds": seconds}
+        result.digits[name] = {"lr": lr, "accuracy": accuracies[-1], "loss": losses[-1],
+                               "epoch_ms": 1e3 * float(np.median(seconds[1:] or seconds)),
+                               "first_epoch_ms": 1e3 * seconds[0]}  # fmt: skip
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
     for name, (losses, accuracies) in curves.items():
         style = "-" if name.startswith("RMSprop") else "--"
         ax1.semilogy(range(1, epochs + 1), losses, style, label=name)
         ax2.plot(range(1, epochs + 1), accuracies, style, label=name)
+    lowest = min(min(a) for _, a in curves.values())
+    ax1.set_title("training loss per epoch"), ax2.set_title("test accuracy per epoch")
     ax1.set_xlabel("epoch"), ax1.set_ylabel("training loss"), ax1.legend(fontsize=8)
-    ax2.set_xlabel("epoch"), ax2.set_ylabel("test accuracy"), ax2.set_ylim(0.5, 1.0)
-    ax2.legend(fontsize=8)
+    ax2.set_xlabel("epoch"), ax2.set_ylabel("test accuracy")
+    ax2.set_ylim(max(0.0, lowest - 0.02), 1.0), ax2.legend(fontsize=8)
     png = save(fig, out, "digits.png", result.pngs)
 
     s = report.section("3. Training a real model: an MLP on the digits dataset")
@@ -107,9 +113,18 @@ def section_digits(report: Report, out: Path, seed: int, quick: bool, result, pr
         "and sees the same batches. The three RMSprop presets differ in eps placement, the "
         "starting accumulator and their defaults (rmsprop diff torch tf1)."
     )
-    rows = [[n, f"{r['accuracy']:.1%}", f"{r['loss']:.4f}", f"{r['seconds']:.2f}"]
-            for n, r in result.digits.items()]  # fmt: skip
-    s.tables.append(
-        ("Final results", ["optimizer", "test accuracy", "train loss", "seconds"], rows)
-    )
+    rows = [[n, f"{r['lr']:g}", f"{r['accuracy']:.1%}", f"{r['loss']:.4f}",
+             f"{r['epoch_ms']:.0f}", f"{r['first_epoch_ms']:.0f}"] for n, r in result.digits.items()]  # fmt: skip
+    s.tables.append(("Final results", ["optimizer", "lr", "test accuracy", "train loss",
+                     "ms per epoch (median after the first)", "first epoch ms"], rows))  # fmt: skip
     s.figures.append((png, "Training loss and test accuracy per epoch."))
+    best = max(result.digits, key=lambda n: result.digits[n]["accuracy"])
+    rms = {n: r for n, r in result.digits.items() if n.startswith("RMSprop")}
+    spread = max(r["accuracy"] for r in rms.values()) - min(r["accuracy"] for r in rms.values())
+    s.conclusion = (
+        f"The best test accuracy is {best}'s ({result.digits[best]['accuracy']:.1%}); the three "
+        f"RMSprop presets end within {spread:.1%} of each other at the same lr, which is what "
+        "their switches (eps placement, v₀, the EMA's form) should do on a well-scaled "
+        "problem: they matter when a recipe is ported, not for whether it trains. Times "
+        "exclude the first epoch, which carries one-time costs (compiling kernels)."
+    )

@@ -58,26 +58,34 @@ CASES = {
 def auto_choices() -> dict[str, str]:
     """What ``impl="auto"`` runs for each case of ``CASES`` (on meta-like small tensors of
     the case's device; a device this machine lacks is reported as such)."""
+    out = {}
+    previous = os.environ.get("RMSPROP_BACKGROUND_COMPILE")
+    os.environ["RMSPROP_BACKGROUND_COMPILE"] = "0"  # asking starts no compile
+    try:
+        for case, spec in CASES.items():
+            out[case] = _choice(spec)
+    finally:
+        if previous is None:
+            del os.environ["RMSPROP_BACKGROUND_COMPILE"]
+        else:
+            os.environ["RMSPROP_BACKGROUND_COMPILE"] = previous
+    return out
+
+
+def _choice(spec: dict[str, Any]) -> str:
     import torch
 
     import rmsprop
     from rmsprop.optim.planner import plan_group
 
-    out = {}
-    for case, spec in CASES.items():
-        device = spec.get("device", "cpu")
-        if device == "cuda" and not torch.cuda.is_available():
-            out[case] = "no CUDA device here"
-            continue
-        p = torch.zeros(8192, dtype=getattr(torch, spec["dtype"]), device=device,
-                        requires_grad=True)  # fmt: skip
-        p.grad = torch.zeros_like(p)
-        opt = rmsprop.RMSprop(
-            [p], **{k: v for k, v in spec.items() if k not in ("dtype", "device")}
-        )
-        plan = plan_group(0, opt.param_groups[0], opt.state)
-        out[case] = str(plan.summary()).replace("\n", ";").replace("  ", " ")
-    return out
+    device = spec.get("device", "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device here"
+    p = torch.zeros(8192, dtype=getattr(torch, spec["dtype"]), device=device, requires_grad=True)
+    p.grad = torch.zeros_like(p)
+    opt = rmsprop.RMSprop([p], **{k: v for k, v in spec.items() if k not in ("dtype", "device")})
+    plan = plan_group(0, opt.param_groups[0], opt.state)
+    return str(plan.summary()).replace("\n", ";").replace("  ", " ")
 
 
 def show_info(console=None) -> int:

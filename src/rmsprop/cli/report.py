@@ -20,6 +20,8 @@ table { border-collapse: collapse; margin: 1em 0; font-size: .92em; }
 th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
 .note { background: #f7f7ff; border-left: 4px solid #88f; padding: .5em 1em; }
+nav ul { list-style: none; padding-left: 0; }
+nav a { text-decoration: none; }
 code, pre { background: #f4f4f4; padding: 0 .2em; }
 """
 
@@ -31,6 +33,7 @@ class Section:
     figures: list[tuple[str, str]] = field(default_factory=list)  # (png file name, caption)
     tables: list[tuple[str, list[str], list[list[Any]]]] = field(default_factory=list)
     code: list[str] = field(default_factory=list)
+    conclusion: str = ""  # what to take from the section, written from the measured numbers
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Report:
     title: str
     intro: str
     sections: list[Section] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)  # where the numbers come from
 
     def section(self, title: str) -> Section:
         self.sections.append(Section(title))
@@ -49,10 +53,14 @@ class Report:
         parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(self.title)}</title>",
                  f"<style>{STYLE}</style></head><body><h1>{_e(self.title)}</h1>",
                  f"<p>{_e(self.intro)}</p>"]  # fmt: skip
-        parts.append("<ul>" + "".join(f"<li>{_e(s.title)}</li>" for s in self.sections) + "</ul>")
-        for s in self.sections:
-            parts.append(f"<h2>{_e(s.title)}</h2>")
+        links = "".join(f"<li><a href='#s{i}'>{_e(s.title)}</a></li>"
+                        for i, s in enumerate(self.sections))  # fmt: skip
+        parts.append(f"<nav><ul>{links}</ul></nav>")
+        for i, s in enumerate(self.sections):
+            parts.append(f"<h2 id='s{i}'>{_e(s.title)}</h2>")
             parts += [f"<p>{_e(p)}</p>" for p in s.paragraphs]
+            if s.conclusion:
+                parts.append(f"<p class='note'><b>What to take from it.</b> {_e(s.conclusion)}</p>")
             for caption, header, rows in s.tables:
                 parts.append(_table(caption, header, rows))
             for png, caption in s.figures:
@@ -62,6 +70,10 @@ class Report:
                     f"<figcaption>{_e(caption)}</figcaption></figure>"
                 )
             parts += [f"<pre>{_e(c)}</pre>" for c in s.code]
+        if self.environment:
+            rows = [[k, v] for k, v in self.environment.items()]
+            parts.append("<h2 id='environment'>Environment</h2>"
+                         + _table("Where these numbers were measured", ["what", "value"], rows))  # fmt: skip
         parts.append("</body></html>")
         path = out / "index.html"
         path.write_text("\n".join(parts), encoding="utf-8")

@@ -361,11 +361,7 @@ def inspect(p: Tensor, g: Tensor, state: dict[str, Any] | None, storage: Storage
     grad_dtype = g.dtype
     if (g.shape != shape or not (g.is_cpu if cpu else g.device == p.device)
             or (grad_dtype is not dtype and grad_dtype not in holds)):  # fmt: skip
-        raise Problem(
-            f"the gradient is {_describe(g)}, the parameter {_describe(p)}; a gradient must "
-            "have its parameter's shape and device, and a floating-point dtype (complex for "
-            "a complex parameter)"
-        )
+        raise _gradient_problem(p, g)
     if g.is_sparse and g.sparse_dim() > 1 and not p.is_contiguous():
         raise Problem(
             "lazy sparse rows of a non-contiguous parameter need a gradient with one sparse "
@@ -396,6 +392,14 @@ def inspect(p: Tensor, g: Tensor, state: dict[str, Any] | None, storage: Storage
     kind = (_CPU if cpu else p.device, dtype, storage, stored, in_form, p.is_contiguous(), dense,
             g.is_sparse, None if grad_dtype is dtype else grad_dtype, step_dtype or new_step_dtype())  # fmt: skip
     return kind, complete
+
+
+def _gradient_problem(p: Tensor, g: Tensor) -> Problem:
+    return Problem(
+        f"the gradient is {_describe(g)}, the parameter {_describe(p)}; a gradient must have "
+        "its parameter's shape and device, and a floating-point dtype (complex for a complex "
+        "parameter)"
+    )
 
 
 def _check_unused(state: dict[str, Any], names: list[str], p: Tensor, holds: frozenset) -> None:
