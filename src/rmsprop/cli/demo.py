@@ -8,7 +8,6 @@ rmsprop presets; (4) the comparison table, built from the presets and measured r
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -294,9 +293,6 @@ def demo(out: Path, seed: int = 0, quick: bool = False) -> DemoResult:
         "What RMSprop does, shown on a regression, two ill-conditioned surfaces and a small "
         f"neural network (seed {seed}{', quick run' if quick else ''}).",
     )
-    os.environ.setdefault(
-        "RMSPROP_BACKGROUND_COMPILE", "0"
-    )  # the first epoch compiles: timed apart
     start = time.perf_counter()
     with Progress(transient=True) as bar:
         task = bar.add_task("demo", total=5)

@@ -89,7 +89,7 @@ def section_memory(report: Report, out: Path, seed: int, quick: bool, result, pr
         progress(f"memory: digits MLP, {name} state")
         make = functools.partial(rmsprop.RMSprop.from_preset, name="torch", lr=1e-3,
                                  state_dtype=_state_dtype(name))  # fmt: skip
-        losses, accuracies, seconds = train(make, data, seed, epochs)
+        losses, accuracies, seconds, _ = train(make, data, seed, epochs)
         digits[name] = {
             "loss": losses[-1],
             "accuracy": accuracies[-1],
