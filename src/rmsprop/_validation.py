@@ -75,8 +75,18 @@ BOOL_ARGS = (
     "stochastic_rounding",
 )
 OPTIONAL_REALS = ("clipvalue", "clipnorm", "global_clipnorm")
+DIVISION_FORMS = ("divide", "rsqrt", "lr_first")
+"""How steps (7)-(9) are written, for last-bit parity in a framework's own front end:
+
+- ``"divide"``: ``u = g / d``, then the lr multiplies (torch, timm; every preset in the
+  torch optimizer, whose kernels always divide);
+- ``"rsqrt"``: ``u = g * rsqrt(s + eps)`` (or ``g * (1 / (sqrt(s) + eps))``) (optax);
+- ``"lr_first"``: ``(lr * g) / sqrt(s + eps)`` (Keras 3).
+"""
+
 CHOICES: Mapping[str, tuple[Any, ...]] = {
     "ema_form": EMA_FORMS,
+    "division_form": DIVISION_FORMS,
     "nonfinite": ("update", "skip", "raise"),
 }
 

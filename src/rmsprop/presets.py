@@ -42,6 +42,9 @@ class Preset:
       lr: the framework's default learning rate, or ``None`` where the framework has none
         (TF1, optax): then ``lr`` must be passed.
       alpha ... centered_clamp: the switches, with the meaning of ``rmsprop.RMSprop``.
+      division_form: how the framework writes steps (7)-(9), ``"divide"``, ``"rsqrt"``
+        (optax) or ``"lr_first"`` (Keras); not a switch of the math, only of its last bit.
+        The JAX and Keras front ends follow it; the torch optimizer always divides.
       source: the files (and commits) the switches were read from.
       notes: per switch, why it has this value (switch name -> sentence).
     """
@@ -62,6 +65,7 @@ class Preset:
     bias_correction: bool = False
     ema_form: str = "multiply"
     centered_clamp: bool = False
+    division_form: str = "divide"
     source: str = ""
     notes: Mapping[str, str] = field(default_factory=dict)
 
@@ -137,6 +141,7 @@ _PRESET_LIST = (
         lr_in_momentum=True,
         decoupled_weight_decay=True,
         ema_form="multiply",
+        division_form="lr_first",
         source=_KERAS,
         notes=_frozen(
             alpha="rho=0.9",
@@ -146,6 +151,7 @@ _PRESET_LIST = (
             decoupled_weight_decay="var -= var*wd*lr before the step (_apply_weight_decay)",
             ema_form="rho*velocity + (1-rho)*square(g)",
             lr="float learning rates are stored in a float32 variable",
+            division_form="increment = divide(multiply(lr, g), sqrt(denominator))",
         ),
     ),
     Preset(
@@ -179,6 +185,7 @@ _PRESET_LIST = (
         eps_in_sqrt=True,
         lr_in_momentum=True,
         ema_form="multiply",
+        division_form="rsqrt",
         source=_OPTAX,
         notes=_frozen(
             lr="learning_rate is required",
@@ -189,6 +196,7 @@ _PRESET_LIST = (
             nesterov="nesterov=False; trace(nesterov=True) when set",
             bias_correction="bias_correction=False; nu/(1-decay**count) when set",
             ema_form="(1-decay)*g**2 + decay*nu",
+            division_form="updates = rsqrt(nu + eps) * g, then scale(-lr)",
         ),
     ),
     Preset(
