@@ -1,0 +1,273 @@
+"""``rmsprop.keras.RMSprop``: every switch and preset as a Keras 3 optimizer.
+
+Where the switches are Keras's own (the ``keras`` preset, with any ``rho``, ``momentum``,
+``epsilon``, ``centered`` and decoupled ``weight_decay``), the step *is* Keras's code
+(``keras.optimizers.RMSprop``'s ``update_step``, and on the torch backend its
+``torch._foreach`` step), so it is Keras bit for bit by construction. Any other switch
+runs :meth:`RMSprop.update_step` below, written in ``keras.ops`` with the step numbers
+of :data:`rmsprop.algorithm.ALGORITHM` and torch's op order (``division_form="divide"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from .._validation import (
+    NON_NEGATIVE,
+    UNIT,
+    check_real,
+    validate_hyperparameters,
+)
+from ..presets import SWITCHES, get_preset
+
+#: Our switch names that Keras spells differently.
+KERAS_NAMES = {"alpha": "rho", "eps": "epsilon", "lr": "learning_rate"}
+#: The switch values keras.optimizers.RMSprop has (rho, momentum, epsilon, centered and a
+#: decoupled weight_decay are free): with these, the step is Keras's own code.
+KERAS_OWN = {"eps_in_sqrt": True, "initial_accumulator_value": 0.0, "nesterov": False,
+             "lr_in_momentum": True, "decoupled_weight_decay": True, "bias_correction": False,
+             "maximize": False, "ema_form": "multiply", "centered_clamp": False,
+             "division_form": "lr_first"}  # fmt: skip
+EXTRA = ("maximize", "division_form")  # switches beyond the preset's
+
+
+def lerp(start, end, weight: float, dtype: str):
+    """``torch.lerp`` with a scalar weight (weight and complement rounded to the tensor's
+    dtype, as torch's kernel holds them)."""
+    w = np.asarray(weight, dtype=dtype)
+    if w < 0.5:
+        return start + w.item() * (end - start)
+    return end - (end - start) * (np.asarray(1, dtype=dtype) - w).item()
+
+
+def ema_of_square(average, grad, decay: float, form: str):
+    """(4) ``v ← α v + (1 − α) g²`` written as ``form`` writes it."""
+    if form == "torch":
+        return average * decay + ((1 - decay) * grad) * grad
+    if form == "delta":
+        return average + (1 - decay) * (grad * grad - average)
+    return decay * average + (1 - decay) * ops.square(grad)
+
+
+def ema_of_mean(average, grad, decay: float, form: str, dtype: str):
+    """(5) ``ḡ ← α ḡ + (1 − α) g`` (torch writes it with ``lerp_``)."""
+    if form == "torch":
+        return lerp(average, grad, 1 - decay, dtype)
+    if form == "delta":
+        return average + (1 - decay) * (grad - average)
+    return decay * average + (1 - decay) * grad
+
+
+def with_eps(s, eps: float, eps_in_sqrt: bool, division_form: str):
+    """(7) ``d = sqrt(s + eps)`` or ``sqrt(s) + eps``; with ``"rsqrt"`` its reciprocal."""
+    if division_form == "rsqrt":
+        return ops.rsqrt(s + eps) if eps_in_sqrt else 1 / (ops.sqrt(s) + eps)
+    return ops.sqrt(s + eps) if eps_in_sqrt else ops.sqrt(s) + eps
+
+
+@keras.saving.register_keras_serializable(package="rmsprop", name="RMSprop")
+class RMSprop(keras.optimizers.RMSprop):
+    r"""RMSprop with every switch of every framework, as a Keras 3 optimizer.
+
+    Keras's arguments keep Keras's names and defaults (``learning_rate=0.001, rho=0.9,
+    momentum=0.0, epsilon=1e-7, centered=False``, ``weight_decay``, ``clipnorm``,
+    ``clipvalue``, ``global_clipnorm``, ``use_ema``, ``loss_scale_factor``,
+    ``gradient_accumulation_steps``, schedules, ``exclude_from_weight_decay``); the
+    switches of :data:`rmsprop.algorithm.ALGORITHM` are keywords, and ``preset=`` takes
+    every switch and default from a preset (``rmsprop.PRESETS``); arguments you pass win::
+
+        v = rho*v + (1-rho)*g²                       # v starts at initial_accumulator_value
+        d = sqrt(v [- ḡ²] + epsilon)   or   sqrt(v [- ḡ²]) + epsilon   (eps_in_sqrt)
+        θ -= lr * g/d   (momentum: lr inside the buffer, Keras, or outside, torch)
+
+    Args:
+      preset: a preset name (``"torch"``, ``"tf1"``, ``"timm_tf"``, ...) or ``None``
+        (Keras's switches).
+      eps_in_sqrt, initial_accumulator_value, nesterov, lr_in_momentum, bias_correction,
+        maximize, ema_form, centered_clamp: as in ``rmsprop.RMSprop``.
+      decoupled_weight_decay: ``weight_decay`` is Keras's decoupled ``θ −= η λ θ`` (the
+        default) or, when False, torch's coupled ``g += λ θ``; both respect
+        ``exclude_from_weight_decay``.
+      division_form: ``"lr_first"`` (Keras: ``(lr·g)/d``), ``"divide"`` (torch's op
+        order) or ``"rsqrt"`` (optax's).
+
+    Differences from keras.optimizers.RMSprop:
+      With Keras's switches it *is* Keras's step. Variables keep Keras's names
+      (``velocity``, ``momentum``, ``average_gradient``), so a checkpoint of a Keras
+      RMSprop loads into it. Variables compute in their own dtype, as in Keras.
+
+    Example:
+      >>> import keras, rmsprop.keras
+      >>> opt = rmsprop.keras.RMSprop(learning_rate=0.1, preset="keras")
+      >>> var = keras.Variable([10.0])
+      >>> opt.apply_gradients([(keras.ops.convert_to_tensor([10.0]), var)])  # g = θ
+      >>> print(round(float(keras.ops.convert_to_numpy(var)[0]), 4))
+      9.6838
+    """
+
+    def __init__(
+        self,
+        learning_rate: Any = None,
+        rho: float | None = None,
+        momentum: float | None = None,
+        epsilon: float | None = None,
+        centered: bool | None = None,
+        weight_decay: float | None = None,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+        global_clipnorm: float | None = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
+        ema_overwrite_frequency: int | None = None,
+        loss_scale_factor: float | None = None,
+        gradient_accumulation_steps: int | None = None,
+        name: str | None = None,
+        *,
+        preset: str | None = None,
+        eps_in_sqrt: bool | None = None,
+        initial_accumulator_value: float | None = None,
+        nesterov: bool | None = None,
+        lr_in_momentum: bool | None = None,
+        decoupled_weight_decay: bool | None = None,
+        bias_correction: bool | None = None,
+        maximize: bool | None = None,
+        ema_form: str | None = None,
+        centered_clamp: bool | None = None,
+        division_form: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        given = {"lr": learning_rate, "alpha": rho, "momentum": momentum, "eps": epsilon,
+                 "centered": centered, "eps_in_sqrt": eps_in_sqrt,
+                 "initial_accumulator_value": initial_accumulator_value, "nesterov": nesterov,
+                 "lr_in_momentum": lr_in_momentum, "decoupled_weight_decay": decoupled_weight_decay,
+                 "bias_correction": bias_correction, "maximize": maximize, "ema_form": ema_form,
+                 "centered_clamp": centered_clamp, "division_form": division_form}  # fmt: skip
+        hp = resolve(preset, {k: v for k, v in given.items() if v is not None}, weight_decay)
+        decay = hp.pop("weight_decay")
+        super().__init__(
+            learning_rate=hp.pop("lr"), rho=hp.pop("alpha"), momentum=hp.pop("momentum"),
+            epsilon=hp.pop("eps"), centered=hp.pop("centered"),
+            weight_decay=decay if decay and hp["decoupled_weight_decay"] else None,
+            clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm,
+            use_ema=use_ema, ema_momentum=ema_momentum,
+            ema_overwrite_frequency=ema_overwrite_frequency,
+            loss_scale_factor=loss_scale_factor,
+            gradient_accumulation_steps=gradient_accumulation_steps, name=name or "rmsprop",
+            **kwargs,
+        )  # fmt: skip
+        self.preset = preset
+        self.coupled_weight_decay = 0.0 if hp["decoupled_weight_decay"] else decay
+        for key, value in hp.items():
+            setattr(self, key, value)
+        self.keras_own = all(hp[k] == v for k, v in KERAS_OWN.items())
+
+    def build(self, var_list: list) -> None:
+        if self.built:
+            return
+        super().build(var_list)  # Keras's velocity, momentum and average_gradient variables
+        if self.initial_accumulator_value:
+            for velocity in self._velocities:
+                if velocity is not None:
+                    velocity.assign(ops.full(velocity.shape, self.initial_accumulator_value,
+                                             dtype=velocity.dtype))  # fmt: skip
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        if self.keras_own and keras.backend.backend() == "torch":
+            import torch
+            from keras.src.backend.torch.optimizers import torch_rmsprop
+
+            with torch.no_grad():  # Keras's own torch step (torch._foreach ops)
+                torch_rmsprop.RMSprop._parallel_update_step(
+                    self, grads, trainable_variables, learning_rate
+                )
+            return
+        super()._backend_update_step(grads, trainable_variables, learning_rate)
+
+    def update_step(self, gradient, variable, learning_rate) -> None:
+        """Steps (1), (3)-(10) for one variable; clipping (2) and decoupled decay (3) ran
+        in Keras's ``apply`` before it."""
+        if self.keras_own:
+            super().update_step(gradient, variable, learning_rate)
+            return
+        dtype = variable.dtype
+        lr, grad = ops.cast(learning_rate, dtype), ops.cast(gradient, dtype)
+        index = self._get_variable_index(variable)
+        grad = -grad if self.maximize else grad  # (1)
+        if self.coupled_weight_decay and self._use_weight_decay(variable):
+            grad = grad + self.coupled_weight_decay * variable  # (3) coupled
+        velocity = self._velocities[index]
+        self.assign(velocity, ema_of_square(velocity, grad, self.rho, self.ema_form))  # (4)
+        s, mean = velocity, None
+        if self.centered:
+            mean = self._average_gradients[index]
+            self.assign(mean, ema_of_mean(mean, grad, self.rho, self.ema_form, dtype))  # (5)
+        if self.bias_correction:  # (6)
+            correction = 1 - ops.power(
+                ops.cast(self.rho, dtype), ops.cast(self.iterations + 1, dtype)
+            )
+            s = s / correction
+            mean = None if mean is None else mean / correction
+        if mean is not None:
+            s = s - mean * mean
+            s = ops.relu(s) if self.centered_clamp else s  # max(s, 0) in s's own dtype
+        d = with_eps(s, self.epsilon, self.eps_in_sqrt, self.division_form)  # (7)
+        self._apply(variable, grad, d, lr, index)  # (8)-(10)
+
+    def _apply(self, variable, grad, d, lr, index) -> None:
+        """(8)-(10) ``u = g / d``, momentum with the lr inside or outside, ``θ ← θ − Δ``.
+        ``"divide"`` follows torch's single-tensor path (its ``addcdiv_`` computes
+        ``(lr·g)/d``); ``"lr_first"`` is Keras's ``(lr·g)/d``; ``"rsqrt"`` multiplies."""
+        scaled = (lambda x: x * d) if self.division_form == "rsqrt" else (lambda x: x / d)
+        if not self.momentum:
+            self.assign_sub(variable, scaled(lr * grad))
+            return
+        buffer = self._momentums[index]
+        if self.lr_in_momentum:
+            step = scaled(lr * grad)
+            self.assign(buffer, buffer * self.momentum + step)
+            self.assign_sub(variable, buffer * self.momentum + step if self.nesterov else buffer)
+            return
+        u = scaled(grad)
+        self.assign(buffer, buffer * self.momentum + u)
+        self.assign_sub(
+            variable, lr * (buffer * self.momentum + u) if self.nesterov else lr * buffer
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["weight_decay"] = self.coupled_weight_decay or config["weight_decay"]
+        config.update({name: getattr(self, name) for name in (*SWITCHES, *EXTRA)
+                       if name not in KERAS_NAMES and name not in config and hasattr(self, name)})  # fmt: skip
+        config["preset"] = self.preset
+        return config
+
+
+def resolve(
+    preset: str | None, given: dict[str, Any], weight_decay: float | None
+) -> dict[str, Any]:
+    """Every switch with our names: the preset's (Keras's by default), then ``given``."""
+    base = get_preset(preset or "keras")
+    hp = {"lr": base.lr, **{name: getattr(base, name) for name in SWITCHES},
+          "maximize": False, "division_form": base.division_form}  # fmt: skip
+    hp.update(given)
+    hp["weight_decay"] = weight_decay if weight_decay is not None else hp["weight_decay"]
+    if hp["lr"] is None:
+        raise ValueError(f"preset {preset!r} has no default learning rate; pass learning_rate=...")
+    for ours, theirs in KERAS_NAMES.items():
+        if ours != "lr":
+            check_real(theirs, hp[ours], UNIT if ours == "alpha" else NON_NEGATIVE)
+    if not callable(hp["lr"]) and not isinstance(
+        hp["lr"], keras.optimizers.schedules.LearningRateSchedule
+    ):
+        check_real("learning_rate", hp["lr"], NON_NEGATIVE)
+    checked = validate_hyperparameters({k: v for k, v in hp.items() if k not in KERAS_NAMES})
+    if checked["division_form"] == "lr_first" and not checked["lr_in_momentum"] and hp["momentum"]:
+        raise ValueError(
+            "division_form='lr_first' multiplies by the lr before the momentum buffer; "
+            "it needs lr_in_momentum=True (or division_form='divide')"
+        )
+    return {**hp, **checked}
