@@ -65,6 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("a")
     diff.add_argument("b")
     add_switches(diff, "applied to both presets")
+
+    port = sub.add_parser(
+        "port",
+        help="a framework's optimizer description -> the exact equivalent in PyTorch, JAX "
+        "and Keras, and what each native optimizer cannot express",
+        description="Examples: rmsprop port tf1 learning_rate=0.016 decay=0.9 momentum=0.9 "
+        "epsilon=1e-3 | rmsprop port torch lr=7e-4 alpha=0.99 eps=1e-5 | rmsprop port keras "
+        "--config config.json | rmsprop port timm opt=rmsproptf lr=0.016 weight_decay=1e-5",
+    )
+    port.add_argument("source", choices=("torch", "keras", "tf1", "optax", "timm"),
+                      help="the description's format")  # fmt: skip
+    port.add_argument("pairs", nargs="*", metavar="KEY=VALUE",
+                      help="the framework's own argument names and values")  # fmt: skip
+    port.add_argument("--config", help="a JSON file or JSON text (a Keras get_config())")
+    port.add_argument("--steps", type=positive_int, default=200,
+                      help="steps of the measured comparison (default 200)")  # fmt: skip
     return parser
 
 
@@ -138,6 +154,10 @@ def _run(args: argparse.Namespace) -> int:
         from .info import show_info
 
         return show_info()
+    if args.command == "port":
+        from .port import show_port
+
+        return show_port(args.source, args.pairs, args.config, args.steps)
     from . import tables
 
     if args.command == "presets":

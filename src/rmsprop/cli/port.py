@@ -1,0 +1,105 @@
+"""``rmsprop port``: a framework's optimizer description -> the exact equivalent in each
+target, the switch table, and what each native optimizer cannot express (measured)."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+from typing import Any
+
+from ..port.targets import LAST_BIT
+from .checks import UsageError
+
+FRAMEWORK_TITLES = {"torch": "torch.optim.RMSprop", "optax": "optax.rmsprop",
+                    "keras": "keras.optimizers.RMSprop"}  # fmt: skip
+SHORT = {"torch": "torch.optim", "optax": "optax", "keras": "keras"}
+TARGET_TITLES = {"torch": "PyTorch", "jax": "JAX / optax", "keras": "Keras 3"}
+
+
+def parse_pairs(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` words -> a dict; values are Python literals (numbers, True/False/None,
+    quoted strings), ``true``/``false``/``none`` too, anything else a string."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"expected KEY=VALUE, got {pair!r}")
+        lowered = {"true": "True", "false": "False", "none": "None", "null": "None"}
+        try:
+            out[key] = ast.literal_eval(lowered.get(text.lower(), text))
+        except (ValueError, SyntaxError):
+            out[key] = text
+    return out
+
+
+def read_description(source: str, pairs: list[str], config: str | None) -> Any:
+    """The description from ``KEY=VALUE`` words, or from ``--config`` (a JSON file or a
+    JSON string: a Keras ``get_config()``)."""
+    if config is None:
+        return parse_pairs(pairs)
+    if pairs:
+        raise UsageError("give either KEY=VALUE pairs or --config, not both")
+    path = Path(config)
+    text = path.read_text(encoding="utf-8") if path.is_file() else config
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"--config is neither a JSON file nor JSON text ({err.msg})") from err
+
+
+def show_port(source: str, pairs: list[str], config: str | None, steps: int) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..port import translate
+
+    result = translate(source, read_description(source, pairs, config), steps=steps)
+    console = Console()
+    console.print(f"[bold]Porting {result.source.title}[/bold] (closest preset: "
+                  f"{result.preset})", soft_wrap=True)  # fmt: skip
+    for note in result.source.notes:
+        console.print(f"  note: {note}", soft_wrap=True)
+
+    table = Table(title="Switches: the recipe, and what each native RMSprop runs",
+                  caption="≠: the native optimizer cannot express it. ema_form and "
+                  "centered_clamp decide only the last bits.")  # fmt: skip
+    table.add_column("switch", no_wrap=True)
+    table.add_column("recipe")
+    for name in SHORT.values():
+        table.add_column(name)
+    for switch, wanted, runs in result.rows:
+        cells = [_cell(runs[f], wanted, switch in LAST_BIT) for f in SHORT]
+        table.add_row(switch, _show(wanted), *cells)
+    console.print(table)
+
+    console.print("\n[bold]Exact equivalents[/bold] (the same update, every switch)")
+    for target, code in result.exact.items():
+        console.print(f"  {TARGET_TITLES[target]}:\n    {code}", soft_wrap=True, highlight=False,
+                      markup=False)  # fmt: skip
+
+    console.print(f"\n[bold]Native optimizers[/bold] (measured: noisy least squares, 20 "
+                  f"parameters, {steps} steps, float64)")  # fmt: skip
+    for name, native in result.native.items():
+        console.print(f"  {FRAMEWORK_TITLES[name]}: {native.code}", soft_wrap=True, highlight=False,
+                      markup=False)  # fmt: skip
+        if not native.differences:
+            console.print("    expresses this recipe exactly")
+            continue
+        for switch, wanted, runs, remedy in native.differences:
+            hint = f" ({remedy})" if remedy else ""
+            console.print(f"    cannot express {switch}={_show(wanted)}: runs {_show(runs)}{hint}",
+                          soft_wrap=True, highlight=False, markup=False)  # fmt: skip
+        for d in native.measured:
+            console.print(f"    {d.schedule}: parameters {d.distance:.2%} apart after {d.steps} "
+                          f"steps; final loss {d.loss_native:.4g} (exact {d.loss_exact:.4g})",
+                          soft_wrap=True, highlight=False)  # fmt: skip
+    return 0
+
+
+def _show(value: Any) -> str:
+    return "-" if value is None else (f"{value:g}" if isinstance(value, float) else str(value))
+
+
+def _cell(value: Any, wanted: Any, last_bit: bool) -> str:
+    return _show(value) if value == wanted or last_bit else f"[red]{_show(value)} ≠[/red]"

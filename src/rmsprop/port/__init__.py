@@ -1,0 +1,85 @@
+"""Port an RMSprop recipe between frameworks: ``rmsprop.port.translate``.
+
+From a framework's optimizer description (torch ``RMSprop`` keyword arguments, a Keras
+``get_config()``, TF1 ``RMSPropOptimizer`` arguments, ``optax.rmsprop`` arguments, timm
+``create_optimizer_v2`` arguments) to the exact equivalent in PyTorch, JAX and Keras
+through this library, the switch table, and what each framework's *native* RMSprop cannot
+express, measured on a small problem. NumPy only (the measurement runs the NumPy
+reference); the command line is ``rmsprop port``.
+
+Example:
+  >>> from rmsprop.port import translate
+  >>> t = translate("tf1", {"learning_rate": 0.016, "decay": 0.9, "momentum": 0.9, "epsilon": 1e-3})
+  >>> print(t.exact["torch"])
+  rmsprop.RMSprop.from_preset(model.parameters(), 'tf1', lr=0.016, eps=0.001, momentum=0.9)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .measure import Difference, compare
+from .sources import READERS, Source
+from .targets import NATIVE, closest_preset, exact_targets, switch_rows
+
+__all__ = ["READERS", "Difference", "NativePort", "Translation", "translate"]
+
+
+@dataclass(frozen=True)
+class NativePort:
+    """A framework's own RMSprop for this recipe: the closest call, each switch it cannot
+    express (switch, wanted, what it runs, remedy), and the measured differences."""
+
+    framework: str
+    code: str
+    differences: list[tuple[str, Any, Any, str]]
+    measured: list[Difference]
+
+
+@dataclass(frozen=True)
+class Translation:
+    """Everything ``rmsprop port`` prints."""
+
+    source: Source
+    preset: str
+    overrides: dict[str, Any]
+    exact: dict[str, str]  # target -> Python
+    native: dict[str, NativePort]
+    rows: list[tuple[str, Any, dict[str, Any]]]
+
+
+def translate(
+    source: str, description: Mapping[str, Any] | str, *, steps: int = 200
+) -> Translation:
+    """Read ``description`` in the ``source`` format (``"torch"``, ``"keras"``, ``"tf1"``,
+    ``"optax"``, ``"timm"``) and translate it.
+
+    Raises:
+      ValueError: an unknown source format, an unknown key (named), a missing learning
+        rate where the framework has no default, or a value the switches do not allow.
+    """
+    if source not in READERS:
+        raise ValueError(f"unknown source {source!r}; known: {', '.join(READERS)}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    read = READERS[source](description)
+    hp = read.hyperparameters
+    ref_check(hp)
+    preset, overrides = closest_preset(hp)
+    native = {}
+    for name, framework in NATIVE.items():
+        runs = framework.expressible(hp)
+        differences = framework.differences(hp)
+        measured = compare(hp, runs, steps) if differences else []
+        native[name] = NativePort(name, framework.code(hp), differences, measured)
+    exact = exact_targets(hp, read.decay_matrices_only)
+    return Translation(read, preset, overrides, exact, native, switch_rows(hp))
+
+
+def ref_check(hp: dict[str, Any]) -> None:
+    """Validate the switches as every front end does (names and allowed values)."""
+    from .. import reference
+
+    reference.rmsprop(**hp)
