@@ -33,3 +33,37 @@ def test_linear_regression_example_recovers_the_line(capsys):
     assert abs(float(params["b"]) - 1) < 0.05
     assert "w" in capsys.readouterr().out
     assert np.isfinite(float(params["w"]))
+
+
+def test_jax_and_keras_examples_run():
+    """The README's JAX and Keras snippets run as written."""
+    import pytest
+
+    pytest.importorskip("jax")
+    pytest.importorskip("optax")
+    pytest.importorskip("keras")
+    for marker in ("import rmsprop.optax", "import rmsprop.keras"):
+        code = next(b for b in _blocks("python") if marker in b)
+        exec(compile(code, "README.md", "exec"), {})
+
+
+def test_float32_ulps_table_is_what_the_tests_hold():
+    """The README's float32 table and the bounds the front-end tests assert are one list."""
+    import pytest
+
+    pytest.importorskip("jax")
+    pytest.importorskip("keras")
+    from frontends.test_keras import FLOAT32_ULPS as KERAS
+    from frontends.test_optax import FLOAT32_ULPS as JAX
+
+    text = README.read_text(encoding="utf-8")
+    header = next(line for line in text.splitlines() if line.startswith("| preset | torch | keras"))
+    presets = [c.strip() for c in header.strip("|").split("|")][1:]
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith(("| JAX (", "| Keras, ")):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = {p: float(v) for p, v in zip(presets, cells[1:])}
+    assert rows["JAX (`rmsprop.optax`)"] == {p: float(v) for p, v in JAX.items()}
+    assert rows["Keras, torch backend"] == {p: float(v) for p, v in KERAS["torch"].items()}
+    assert rows["Keras, jax backend"] == {p: float(v) for p, v in KERAS["jax"].items()}

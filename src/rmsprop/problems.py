@@ -1,6 +1,6 @@
 """Small problems that show what an optimizer does (NumPy only).
 
-Used by ``rmsprop demo``, the README and the tests: the seeds' linear regression, an
+Used by ``rmsprop demo``, the README and the tests: the tutorials' linear regression, an
 elongated quadratic bowl and the Rosenbrock valley, and a runner for 2-D trajectories.
 """
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..port.targets import LAST_BIT
+from ..port.targets import matters
 from .checks import UsageError
 
 FRAMEWORK_TITLES = {"torch": "torch.optim.RMSprop", "optax": "optax.rmsprop",
@@ -62,14 +62,15 @@ def show_port(source: str, pairs: list[str], config: str | None, steps: int) -> 
         console.print(f"  note: {note}", soft_wrap=True)
 
     table = Table(title="Switches: the recipe, and what each native RMSprop runs",
-                  caption="≠: the native optimizer cannot express it. ema_form and "
-                  "centered_clamp decide only the last bits.")  # fmt: skip
+                  caption="≠: the native optimizer cannot express it (ema_form decides only "
+                  "the last bits; lr_in_momentum and nesterov matter only with momentum).")  # fmt: skip
     table.add_column("switch", no_wrap=True)
     table.add_column("recipe")
     for name in SHORT.values():
         table.add_column(name)
     for switch, wanted, runs in result.rows:
-        cells = [_cell(runs[f], wanted, switch in LAST_BIT) for f in SHORT]
+        cells = [_cell(runs[f], wanted, not matters(switch, result.source.hyperparameters))
+                 for f in SHORT]  # fmt: skip
         table.add_row(switch, _show(wanted), *cells)
     console.print(table)
 

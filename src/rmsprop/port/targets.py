@@ -17,6 +17,14 @@ from ..presets import PRESETS, SWITCHES
 CLIPS = ("clipvalue", "clipnorm", "global_clipnorm")
 #: Switches that decide only the last bits (how the same math is written).
 LAST_BIT = ("ema_form", "centered_clamp")
+#: Switches that change nothing unless another one is on.
+NEEDS = {"lr_in_momentum": "momentum", "nesterov": "momentum",
+         "decoupled_weight_decay": "weight_decay", "centered_clamp": "centered"}  # fmt: skip
+
+
+def matters(name: str, hp: dict[str, Any]) -> bool:
+    """Does switch ``name`` change the update under ``hp`` (and not only its last bits)?"""
+    return name not in LAST_BIT and (name not in NEEDS or bool(hp.get(NEEDS[name])))
 
 
 def closest_preset(hp: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -100,7 +108,7 @@ class Native:
         runs = self.expressible(hp)
         return [(n, hp.get(n), runs.get(n), self.remedies.get(n, ""))
                 for n in (*SWITCHES, "maximize", *CLIPS)
-                if n not in LAST_BIT and hp.get(n) != runs.get(n)]  # fmt: skip
+                if matters(n, hp) and hp.get(n) != runs.get(n)]  # fmt: skip
 
     def code(self, hp: dict[str, Any]) -> str:
         """The closest call of this optimizer (its own names, the values it can take)."""
@@ -108,6 +116,8 @@ class Native:
         args = {}
         for ours, theirs in self.names.items():
             value, default = runs.get(ours), getattr(defaults, ours, None)
+            if not matters(ours, runs):
+                continue
             if (
                 ours == "lr"
                 or (value != default and value not in (None, False, 0.0))
