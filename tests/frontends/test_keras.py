@@ -25,7 +25,13 @@ import rmsprop  # noqa: E402
 import rmsprop.keras  # noqa: E402
 
 from frontends import keras_parity  # noqa: E402
-from parity_data import random_problem  # noqa: E402
+from parity_data import (  # noqa: E402
+    assert_close_f64,
+    effective_hyperparameters,
+    golden_files,
+    load_golden,
+    random_problem,
+)
 
 #: The README's table: the largest difference from ``rmsprop.RMSprop(impl="single")``
 #: over 100 float32 steps with a changing lr, in ulps of each tensor's largest element,
@@ -201,3 +207,18 @@ def test_bad_input_names_the_argument():
         rmsprop.keras.RMSprop(ema_form="fast")
     with pytest.raises(ValueError, match="nesterov"):
         rmsprop.keras.RMSprop(preset="torch", nesterov=True)
+
+
+FILES = golden_files()
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_golden_trajectories_of_tf1_timm_and_sb3(path):
+    """The stored trajectories of the real TF1 / timm / SB3 optimizers, float64, 1e-12."""
+    golden = load_golden(path)
+    hp = effective_hyperparameters(golden)
+    ours = keras_parity.keras_trajectory(keras_parity.ours("torch", hp), golden.params0,
+                                         golden.grads, golden.lrs, "float64")  # fmt: skip
+    for step, (mine, theirs) in enumerate(zip(ours, golden.traj)):
+        for a, b in zip(mine, theirs):
+            assert_close_f64(a, b, what=f"{golden.name} step {step + 1}")

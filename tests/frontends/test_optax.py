@@ -17,7 +17,15 @@ import rmsprop  # noqa: E402
 from rmsprop.optax import from_preset  # noqa: E402
 from rmsprop.optax import rmsprop as jax_rmsprop  # noqa: E402
 
-from parity_data import SWITCH_MATRIX, optimizer_trajectory, random_problem  # noqa: E402
+from parity_data import (  # noqa: E402
+    SWITCH_MATRIX,
+    assert_close_f64,
+    effective_hyperparameters,
+    golden_files,
+    load_golden,
+    optimizer_trajectory,
+    random_problem,
+)
 
 #: The README's table: the largest difference from ``rmsprop.RMSprop(impl="single")``
 #: (torch.optim's bits) over 100 float32 steps with a changing lr, in units in the last
@@ -230,3 +238,75 @@ def test_bad_input_names_the_argument():
         from_preset("torch", lr=0.1)
     with pytest.raises(TypeError, match="'rho'"):
         from_preset("keras", 0.1, rho=0.9)
+
+
+FILES = golden_files()
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_golden_trajectories_of_tf1_timm_and_sb3(path):
+    """The stored trajectories of the real TF1 / timm / SB3 optimizers, float64, 1e-12."""
+    golden = load_golden(path)
+    hp = effective_hyperparameters(golden)
+    ours = jax_trajectory(lambda lr: jax_rmsprop(lr, **hp), golden.params0, golden.grads,
+                          golden.lrs, jnp.float64)  # fmt: skip
+    for step, (mine, theirs) in enumerate(zip(ours, golden.traj)):
+        for a, b in zip(mine, theirs):
+            assert_close_f64(a, b, what=f"{golden.name} step {step + 1}")
+
+
+def test_sharded_arrays_update_elementwise_without_communication():
+    """Params sharded over two (virtual CPU) devices: the jitted step keeps the sharding,
+    equals the unsharded step, and its compiled program has no collective."""
+    script = """
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+import jax, jax.numpy as jnp, numpy as np, optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from rmsprop.optax import from_preset
+mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
+sharding = NamedSharding(mesh, PartitionSpec("data"))
+tx = from_preset("tf1", 0.01, momentum=0.9, centered=True)
+params = jnp.arange(8.0, dtype=jnp.float32) / 8
+grads = jnp.linspace(-1, 1, 8, dtype=jnp.float32)
+step = jax.jit(tx.update)
+plain, _ = step(grads, tx.init(params), params)
+sp, sg = jax.device_put(params, sharding), jax.device_put(grads, sharding)
+state = tx.init(sp)
+sharded, _ = step(sg, state, sp)
+hlo = step.lower(sg, state, sp).compile().as_text()
+assert sharded.sharding.is_equivalent_to(sharding, 1), sharded.sharding
+assert np.array_equal(np.asarray(sharded), np.asarray(plain))
+assert not any(op in hlo for op in ("all-reduce", "all-gather", "collective-permute")), "collective"
+print("ok")
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+    assert done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+def test_missing_jax_or_keras_says_what_to_install():
+    """``import rmsprop`` never imports JAX or Keras; their front ends name the extra."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+import rmsprop
+assert "jax" not in sys.modules and "keras" not in sys.modules and "torch" not in sys.modules
+sys.modules["jax"] = None; sys.modules["keras"] = None
+for name, extra in (("optax", "rmsprop[jax]"), ("keras", "rmsprop[keras]")):
+    try:
+        getattr(rmsprop, name)
+    except ImportError as err:
+        assert extra in str(err), err
+    else:
+        raise AssertionError(name)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
