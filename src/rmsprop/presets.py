@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+__all__ = ["PRESETS", "SWITCHES", "Preset", "get_preset"]
+
 #: The switches a preset fixes, in the order the algorithm box applies them.
 SWITCHES = (
     "alpha",

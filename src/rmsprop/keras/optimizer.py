@@ -87,8 +87,15 @@ class RMSprop(keras.optimizers.RMSprop):
     Args:
       preset: a preset name (``"torch"``, ``"tf1"``, ``"timm_tf"``, ...) or ``None``
         (Keras's switches).
-      eps_in_sqrt, initial_accumulator_value, nesterov, lr_in_momentum, bias_correction,
-        maximize, ema_form, centered_clamp: as in ``rmsprop.RMSprop``.
+      eps_in_sqrt: ``sqrt(v + epsilon)`` (Keras, the default) or ``sqrt(v) + epsilon``.
+      initial_accumulator_value: the starting ``v`` (1 for TF1 and timm).
+      nesterov: Nesterov momentum.
+      lr_in_momentum: the lr inside the momentum buffer (Keras, the default) or outside
+        (torch).
+      bias_correction: divide the averages by ``1 − rhoᵗ`` (optax).
+      maximize: ascend instead of descend (torch).
+      ema_form: how the averages are written (``"multiply"``, ``"torch"``, ``"delta"``).
+      centered_clamp: clamp ``v − ḡ²`` at 0 before the square root.
       decoupled_weight_decay: ``weight_decay`` is Keras's decoupled ``θ −= η λ θ`` (the
         default) or, when False, torch's coupled ``g += λ θ``; both respect
         ``exclude_from_weight_decay``.

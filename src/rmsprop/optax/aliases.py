@@ -69,7 +69,10 @@ def rmsprop(
         ``decoupled_weight_decay`` (``θ −= η λ θ``, Keras 3).
       bias_correction: divide the averages by ``1 − alphaᵗ`` (optax).
       maximize: ascend instead of descend (torch).
-      clipvalue, clipnorm, global_clipnorm: Keras's gradient clipping (at most one).
+      clipvalue: clamp each gradient element to ``[-clipvalue, clipvalue]`` (Keras).
+      clipnorm: scale each leaf to norm at most ``clipnorm`` (Keras; at most one of the
+        three clipping options).
+      global_clipnorm: scale all leaves together to global norm at most this (Keras).
       ema_form: ``"torch"``, ``"multiply"`` or ``"delta"``: how the averages are written.
       centered_clamp: clamp ``v − ḡ²`` at 0 before the square root.
       division_form: ``"divide"`` (``g / d``) or ``"rsqrt"`` (optax's ``rsqrt(s + eps) * g``).

@@ -78,7 +78,10 @@ def rmsprop(
         ``decoupled_weight_decay`` (``θ -= lr·λ·θ``, Keras 3).
       bias_correction: divide the averages by ``1 - alpha**t`` (optax).
       maximize: ascend instead of descend (torch); the gradient is negated first.
-      clipvalue, clipnorm, global_clipnorm: Keras gradient clipping (at most one).
+      clipvalue: clamp each gradient element to ``[-clipvalue, clipvalue]`` (Keras).
+      clipnorm: scale each gradient tensor to norm at most ``clipnorm`` (Keras; at most
+        one of the three clipping options).
+      global_clipnorm: scale all gradients together to global norm at most this (Keras).
       ema_form: ``"torch"``, ``"multiply"`` or ``"delta"``: how the averages are written,
         for last-bit parity with a framework (see ``rmsprop.algorithm``).
       centered_clamp: clamp ``v - ḡ²`` at 0 before the square root.
