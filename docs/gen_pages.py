@@ -111,7 +111,7 @@ def porting_page(key: str) -> str:
     else:  # no reader for it: the preset with the description's values
         hp = {**PRESETS[preset].hyperparameters(**description), "maximize": False,
               "clipvalue": None, "clipnorm": None, "global_clipnorm": None}  # fmt: skip
-        notes, exact = (), exact_targets(hp)
+        notes, exact = (), exact_targets(hp, preset)
         natives = {}
         for name, native in NATIVE.items():
             differences = native.differences(hp)

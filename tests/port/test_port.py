@@ -40,12 +40,10 @@ def problem(steps=20):
 def test_efficientnet_tf1_recipe_known_answer():
     t = translate("tf1", EFFICIENTNET)
     assert t.preset == "tf1" and t.overrides == {"eps": 1e-3, "momentum": 0.9}
-    assert t.exact["torch"] == ("rmsprop.RMSprop.from_preset(model.parameters(), 'tf1', "
+    assert t.exact["torch"] == ("opt = rmsprop.RMSprop.from_preset(model.parameters(), 'tf1', "
                                 "lr=0.016, eps=0.001, momentum=0.9)")  # fmt: skip
-    assert (
-        t.exact["jax"]
-        == "rmsprop.optax.from_preset('tf1', learning_rate=0.016, eps=0.001, momentum=0.9)"
-    )
+    assert t.exact["jax"] == ("tx = rmsprop.optax.from_preset('tf1', learning_rate=0.016, eps=0.001, "
+                              "momentum=0.9)")  # fmt: skip
     assert t.exact["keras"] == ("opt = rmsprop.keras.RMSprop(learning_rate=0.016, preset='tf1', "
                                 "epsilon=0.001, momentum=0.9)")  # fmt: skip
     # optax.rmsprop expresses TF1 exactly (initial_scale=1, eps inside, lr in the trace);
@@ -71,7 +69,9 @@ def test_printed_equivalents_run_and_are_exact():
     model = torch.nn.Module()
     model.w = torch.nn.Parameter(torch.tensor(params0[0]))
     model.b = torch.nn.Parameter(torch.tensor(params0[1]))
-    opt = eval(t.exact["torch"], {"rmsprop": rmsprop, "model": model})
+    scope = {"rmsprop": rmsprop, "model": model}
+    exec(t.exact["torch"], scope)
+    opt = scope["opt"]
     for step, g in enumerate(grads):
         model.w.grad, model.b.grad = torch.tensor(g[0]), torch.tensor(g[1])
         opt.step()
@@ -85,7 +85,9 @@ def test_printed_equivalents_run_and_are_exact():
 
     import rmsprop.optax as rmsprop_optax  # noqa: F401 (the printed line reaches it as rmsprop.optax)
 
-    tx = eval(t.exact["jax"], {"rmsprop": rmsprop, "optax": optax, "jax": jax})
+    scope = {"rmsprop": rmsprop, "optax": optax, "jax": jax}
+    exec(t.exact["jax"], scope)
+    tx = scope["tx"]
     params = [jax.numpy.asarray(p) for p in params0]
     state = tx.init(params)
     for step, g in enumerate(grads):
@@ -137,7 +139,8 @@ def test_each_source_format_reads_its_defaults():
         1.0,
     )
     assert hp["lr_in_momentum"] and hp["ema_form"] == "delta" and not hp["decoupled_weight_decay"]
-    assert timm.source.decay_matrices_only and "p.ndim > 1" in timm.exact["torch"]
+    assert timm.preset == "timm_tf" and timm.source.timm_decay_filter
+    assert "decays(n, p)" in timm.exact["torch"]
     plain = translate("timm", {"opt": "rmsprop", "lr": 0.01})  # torch.optim.RMSprop, alpha 0.9
     assert plain.preset == "torch" and plain.source.hyperparameters["alpha"] == 0.9
     assert plain.source.hyperparameters["momentum"] == 0.9
@@ -184,7 +187,17 @@ def test_lr_place_differs_only_when_the_lr_changes():
         ("optax", {"learning_rate": 1e-3, "rho": 0.9}, "unknown key 'rho' in a optax.rmsprop"),
         ("timm", {"opt": "adamw", "lr": 1e-3}, "'rmsproptf' and 'rmsprop'"),
         ("timm", {"opt": "rmsproptf", "betas": 1}, "unknown key 'betas'"),
-        ("tf1", {"learning_rate": 0.1, "decay": 1.5}, "alpha"),
+        ("tf1", {"learning_rate": 0.1, "decay": 1.5}, "decay=1.5 is invalid"),
+        ("torch", {"lr": "abc"}, "lr must be a real number, got 'abc'"),
+        ("torch", {"lr": 0.01, "centered": "yes"}, "centered must be True or False"),
+        ("torch", [("lr", 0.1)], "a mapping of argument names"),
+        ("timm", {"lr": 0.01}, "needs opt"),
+        ("timm", {"opt": "rmsproptf", "caution": True}, "caution=True is not supported"),
+        (
+            "keras",
+            {"learning_rate": {"class_name": "Custom", "config": {}}},
+            "first value cannot be read",
+        ),
         ("caffe", {}, "unknown source 'caffe'"),
     ],
 )
@@ -220,6 +233,9 @@ def test_port_command(capsys, tmp_path):
         ),
         (["port", "tf1", "decay=0.9"], "needs learning_rate"),
         (["port", "mxnet"], "invalid choice: 'mxnet'"),
+        (["port", "torch", "lr=abc"], "lr must be a real number"),
+        (["port", "torch", "lr=1e-3", "lr=2e-3"], "lr is given twice"),
+        (["port", "keras", "--config", "missing.json"], "missing.json: no such file"),
     ],
 )
 def test_port_command_errors_are_one_line(argv, message, capsys):
@@ -230,3 +246,133 @@ def test_port_command_errors_are_one_line(argv, message, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+class Small(
+    __import__("torch").nn.Module if __import__("importlib").util.find_spec("torch") else object
+):
+    """A matrix, a bias, a 3-D position table timm exempts by name, and a 1-D scale."""
+
+    def __init__(self, params0):
+        import torch
+
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(params0[0]))
+        self.bias = torch.nn.Parameter(torch.tensor(params0[1]))
+        self.pos_embed = torch.nn.Parameter(torch.tensor(params0[2]))
+
+    def no_weight_decay(self):
+        return {"pos_embed"}
+
+
+RECIPES = {
+    # bias correction makes step 1's centered variance exactly 0 (pure rounding noise, which
+    # torch and NumPy round differently): eps must dominate it
+    "centered_nesterov": ("optax", {"learning_rate": 0.01, "centered": True, "momentum": 0.9,
+                                    "nesterov": True, "bias_correction": True, "eps": 1e-2}),
+    "keras_decay_clip": ("keras", {"learning_rate": 0.01, "momentum": 0.5, "weight_decay": 0.01,
+                                   "clipvalue": 0.5}),
+    "torch_maximize": ("torch", {"lr": 0.01, "maximize": True, "weight_decay": 0.1, "centered": True}),
+    "timm_filter": ("timm", {"opt": "rmsproptf", "lr": 0.01, "weight_decay": 0.05}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_printed_torch_lines_of_several_recipes_are_exact(recipe):
+    """The PyTorch line of each recipe runs and equals the NumPy reference of the recipe,
+    with timm's decay rule applied by parameter (matrices decayed; biases, 1-D and
+    no_weight_decay() names not)."""
+    torch = pytest.importorskip("torch")
+    source, description = RECIPES[recipe]
+    t = translate(source, description)
+    rng = np.random.default_rng(1)
+    params0 = [rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=(1, 2, 3))]
+    grads = [[rng.normal(size=p.shape) for p in params0] for _ in range(15)]
+    hp = t.source.hyperparameters
+    decayed = [True, False, False] if t.source.timm_decay_filter else [True, True, True]
+    expected = [reference_trajectory({**hp, "weight_decay": hp["weight_decay"] if d else 0.0},
+                                     [p0], [[g[i]] for g in grads])
+                for i, (p0, d) in enumerate(zip(params0, decayed))]  # fmt: skip
+    model = Small(params0)
+    scope = {"rmsprop": rmsprop, "model": model}
+    exec(t.exact["torch"], scope)
+    tensors = (model.w, model.bias, model.pos_embed)
+    for step, g in enumerate(grads):
+        for tensor, x in zip(tensors, g):
+            tensor.grad = torch.tensor(x)
+        scope["opt"].step()
+        for i, tensor in enumerate(tensors):
+            np.testing.assert_allclose(
+                tensor.detach().numpy(), expected[i][step][0], rtol=1e-12, atol=1e-14
+            )
+
+
+def test_optax_recipe_keeps_optax_bits_in_jax():
+    """An optax recipe whose switches match another preset still prints the optax preset,
+    so the JAX line is optax.rmsprop bit for bit in float32 (its rsqrt op order)."""
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    import rmsprop.optax
+
+    description = {"learning_rate": 0.01, "initial_scale": 1.0, "eps": 1e-10}  # TF1's switches
+    t = translate("optax", description)
+    assert t.preset == "optax"
+    scope = {"rmsprop": rmsprop}
+    exec(t.exact["jax"], scope)
+    theirs = optax.rmsprop(**description)
+    params = jax.numpy.linspace(-1, 1, 1000, dtype=jax.numpy.float32)
+    states = [scope["tx"].init(params), theirs.init(params)]
+    values = [params, params]
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        g = jax.numpy.asarray(rng.normal(size=1000), dtype=jax.numpy.float32)
+        for k, tx in enumerate((scope["tx"], theirs)):
+            u, states[k] = tx.update(g, states[k], values[k])
+            values[k] = optax.apply_updates(values[k], u)
+    assert np.array_equal(np.asarray(values[0]), np.asarray(values[1]))
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [("torch", {"lr": 0.01, "centered": True, "eps": 0.0}), ("optax", {"learning_rate": 0.1, "decay": 0.0}),
+     ("tf1", {"learning_rate": 0.01, "momentum": 0.9}), ("keras", {"learning_rate": 0.01, "rho": 0.5})],
+)  # fmt: skip
+def test_printed_native_calls_run_what_the_analysis_says(recipe):
+    """Each printed torch.optim and optax call, run, equals the reference run of what the
+    analysis says it runs (zero-valued arguments included)."""
+    torch = pytest.importorskip("torch")
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    from rmsprop.port.targets import NATIVE
+
+    t = translate(*recipe)
+    params0, grads = problem(10)
+    for name in ("torch", "optax"):
+        runs = NATIVE[name].expressible(t.source.hyperparameters)
+        expected = reference_trajectory(runs, params0[:1], [g[:1] for g in grads])
+        if name == "torch":
+            model = torch.nn.Module()
+            model.w = torch.nn.Parameter(torch.tensor(params0[0]))
+            opt = eval(t.native["torch"].code, {"torch": torch, "model": model})
+            for step, g in enumerate(grads):
+                model.w.grad = torch.tensor(g[0])
+                opt.step()
+                np.testing.assert_allclose(model.w.detach().numpy(), expected[step][0], rtol=1e-12)
+        else:
+            tx = eval(t.native["optax"].code, {"optax": optax})
+            p = jax.numpy.asarray(params0[0])
+            state = tx.init(p)
+            for step, g in enumerate(grads):
+                u, state = tx.update(jax.numpy.asarray(g[0]), state, p)
+                p = optax.apply_updates(p, u)
+                np.testing.assert_allclose(np.asarray(p), expected[step][0], rtol=1e-12)
+
+
+def test_unmeasurable_comparisons_say_why():
+    t = translate("torch", {"lr": 0.01, "maximize": True})
+    assert t.native["optax"].measured == [] and "ascends" in t.native["optax"].note
+    schedule = {"class_name": "PiecewiseConstantDecay",
+                "config": {"boundaries": [100], "values": [0.1, 0.01]}}  # fmt: skip
+    t = translate("keras", {"learning_rate": schedule})
+    assert t.source.hyperparameters["lr"] == 0.1 and "learning_rate=schedule" in t.exact["keras"]
+    assert any("PiecewiseConstantDecay" in note for note in t.source.notes)

@@ -25,6 +25,8 @@ def parse_pairs(pairs: list[str]) -> dict[str, Any]:
         key, sep, text = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"expected KEY=VALUE, got {pair!r}")
+        if key in out:
+            raise UsageError(f"{key} is given twice")
         lowered = {"true": "True", "false": "False", "none": "None", "null": "None"}
         try:
             out[key] = ast.literal_eval(lowered.get(text.lower(), text))
@@ -41,6 +43,8 @@ def read_description(source: str, pairs: list[str], config: str | None) -> Any:
     if pairs:
         raise UsageError("give either KEY=VALUE pairs or --config, not both")
     path = Path(config)
+    if path.suffix == ".json" and not path.is_file():
+        raise UsageError(f"--config {config}: no such file")
     text = path.read_text(encoding="utf-8") if path.is_file() else config
     try:
         return json.loads(text)
@@ -56,10 +60,10 @@ def show_port(source: str, pairs: list[str], config: str | None, steps: int) -> 
 
     result = translate(source, read_description(source, pairs, config), steps=steps)
     console = Console()
-    console.print(f"[bold]Porting {result.source.title}[/bold] (closest preset: "
-                  f"{result.preset})", soft_wrap=True)  # fmt: skip
+    console.print(f"Porting {result.source.title} (preset {result.preset} with overrides)",
+                  soft_wrap=True, markup=False, style="bold")  # fmt: skip
     for note in result.source.notes:
-        console.print(f"  note: {note}", soft_wrap=True)
+        console.print(f"  note: {note}", soft_wrap=True, markup=False, highlight=False)
 
     table = Table(title="Switches: the recipe, and what each native RMSprop runs",
                   caption="≠: the native optimizer cannot express it (ema_form decides only "
@@ -76,7 +80,8 @@ def show_port(source: str, pairs: list[str], config: str | None, steps: int) -> 
 
     console.print("\n[bold]Exact equivalents[/bold] (the same update, every switch)")
     for target, code in result.exact.items():
-        console.print(f"  {TARGET_TITLES[target]}:\n    {code}", soft_wrap=True, highlight=False,
+        indented = "\n".join("    " + line for line in code.splitlines())
+        console.print(f"  {TARGET_TITLES[target]}:\n{indented}", soft_wrap=True, highlight=False,
                       markup=False)  # fmt: skip
 
     console.print(f"\n[bold]Native optimizers[/bold] (measured: noisy least squares, 20 "
@@ -91,10 +96,10 @@ def show_port(source: str, pairs: list[str], config: str | None, steps: int) -> 
             hint = f" ({remedy})" if remedy else ""
             console.print(f"    cannot express {switch}={_show(wanted)}: runs {_show(runs)}{hint}",
                           soft_wrap=True, highlight=False, markup=False)  # fmt: skip
+        if native.note:
+            console.print(f"    {native.note}", soft_wrap=True, highlight=False)
         for d in native.measured:
-            console.print(f"    {d.schedule}: parameters {d.distance:.2%} apart after {d.steps} "
-                          f"steps; final loss {d.loss_native:.4g} (exact {d.loss_exact:.4g})",
-                          soft_wrap=True, highlight=False)  # fmt: skip
+            console.print(f"    {d.describe()}", soft_wrap=True, highlight=False)
     return 0
 
 

@@ -11,7 +11,7 @@ Example:
   >>> from rmsprop.port import translate
   >>> t = translate("tf1", {"learning_rate": 0.016, "decay": 0.9, "momentum": 0.9, "epsilon": 1e-3})
   >>> print(t.exact["torch"])
-  rmsprop.RMSprop.from_preset(model.parameters(), 'tf1', lr=0.016, eps=0.001, momentum=0.9)
+  opt = rmsprop.RMSprop.from_preset(model.parameters(), 'tf1', lr=0.016, eps=0.001, momentum=0.9)
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .measure import Difference, compare
+from .measure import Difference, compare, not_measured
 from .sources import READERS, Source
-from .targets import NATIVE, closest_preset, exact_targets, switch_rows
+from .targets import NATIVE, exact_targets, preset_and_overrides, switch_rows
 
 __all__ = ["READERS", "Difference", "NativePort", "Translation", "translate"]
 
@@ -36,6 +36,7 @@ class NativePort:
     code: str
     differences: list[tuple[str, Any, Any, str]]
     measured: list[Difference]
+    note: str | None = None  # why nothing was measured
 
 
 @dataclass(frozen=True)
@@ -62,20 +63,29 @@ def translate(
     """
     if source not in READERS:
         raise ValueError(f"unknown source {source!r}; known: {', '.join(READERS)}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    read = READERS[source](description)
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be an integer from 1 to {MAX_STEPS}, got {steps!r}")
+    try:
+        read = READERS[source](description)
+        ref_check(read.hyperparameters)
+    except TypeError as err:  # a value of the wrong type is bad input, said in one line
+        raise ValueError(str(err)) from err
     hp = read.hyperparameters
-    ref_check(hp)
-    preset, overrides = closest_preset(hp)
     native = {}
     for name, framework in NATIVE.items():
-        runs = framework.expressible(hp)
-        differences = framework.differences(hp)
-        measured = compare(hp, runs, steps) if differences else []
-        native[name] = NativePort(name, framework.code(hp), differences, measured)
-    exact = exact_targets(hp, read.decay_matrices_only)
-    return Translation(read, preset, overrides, exact, native, switch_rows(hp))
+        runs, differences = framework.expressible(hp), framework.differences(hp)
+        note = not_measured(hp, runs) if differences else None
+        measured = compare(hp, runs, steps) if differences and note is None else []
+        native[name] = NativePort(name, framework.code(hp), differences, measured, note)
+    exact = exact_targets(
+        hp, read.preset, read.timm_decay_filter, schedule=read.schedule is not None
+    )
+    overrides = preset_and_overrides(hp, read.preset)
+    return Translation(read, read.preset, overrides, exact, native, switch_rows(hp))
+
+
+#: the comparison's length is capped: 20,000 steps take about 12 s
+MAX_STEPS = 20_000
 
 
 def ref_check(hp: dict[str, Any]) -> None:

@@ -29,6 +29,24 @@ class Difference:
     loss_exact: float
     loss_native: float
 
+    def describe(self) -> str:
+        """One line for people: the distance and both losses, or why they mean nothing."""
+        values = (self.distance, self.loss_exact, self.loss_native)
+        if not all(np.isfinite(v) for v in values):
+            return f"{self.schedule}: a run diverged (non-finite) within {self.steps} steps"
+        apart = "<0.01%" if 0 < self.distance < 1e-4 else f"{self.distance:.2%}"
+        return (f"{self.schedule}: parameters {apart} apart after {self.steps} steps; final "
+                f"loss {self.loss_native:.4g} (exact {self.loss_exact:.4g})")  # fmt: skip
+
+
+def not_measured(exact: dict[str, Any], native: dict[str, Any]) -> str | None:
+    """Why a comparison would mean nothing, or None."""
+    if exact.get("maximize") != native.get("maximize"):
+        return "not measured: the native optimizer descends where the recipe ascends"
+    if not float(exact["lr"]):
+        return "not measured: the lr is 0"
+    return None
+
 
 def problem(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Features with scales from 0.1 to 10 (an ill-conditioned least squares), targets."""

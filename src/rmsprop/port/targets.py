@@ -2,8 +2,8 @@
 RMSprop can and cannot express.
 
 The exact targets are this library's front ends (torch ``rmsprop.RMSprop.from_preset``,
-JAX ``rmsprop.optax.from_preset``, Keras ``rmsprop.keras.RMSprop``), from the preset with
-the fewest differing switches plus overrides. A native optimizer is described as data:
+JAX ``rmsprop.optax.from_preset``, Keras ``rmsprop.keras.RMSprop``), from the source
+framework's own preset plus overrides. A native optimizer is described as data:
 which switches it has (and how it names them) and which values it fixes.
 """
 
@@ -24,16 +24,19 @@ NEEDS = {"lr_in_momentum": "momentum", "nesterov": "momentum",
 
 def matters(name: str, hp: dict[str, Any]) -> bool:
     """Does switch ``name`` change the update under ``hp`` (and not only its last bits)?"""
-    return name not in LAST_BIT and (name not in NEEDS or bool(hp.get(NEEDS[name])))
+    if name in LAST_BIT or (name in NEEDS and not hp.get(NEEDS[name])):
+        return False
+    return not (name == "eps_in_sqrt" and not hp.get("eps"))  # eps 0: its place is moot
 
 
-def closest_preset(hp: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The preset with the fewest switches different from ``hp``, and those differences
-    (the overrides that make it ``hp``); ties go to the first in ``PRESETS``."""
-    best = min(PRESETS.values(), key=lambda p: sum(getattr(p, n) != hp[n] for n in SWITCHES))
-    overrides = {n: hp[n] for n in SWITCHES if getattr(best, n) != hp[n]}
+def preset_and_overrides(hp: dict[str, Any], preset: str) -> dict[str, Any]:
+    """The switches (and maximize, clipping) in which ``hp`` differs from ``preset``: the
+    overrides that make the preset the recipe. Starting from the source framework's own
+    preset keeps its op order (``division_form``: optax's bits in JAX, Keras's in Keras)."""
+    base = PRESETS[preset]
+    overrides = {n: hp[n] for n in SWITCHES if getattr(base, n) != hp[n] and matters(n, hp)}
     overrides.update({k: hp[k] for k in ("maximize", *CLIPS) if hp.get(k)})
-    return best.name, overrides
+    return overrides
 
 
 def _value(value: Any) -> str:
@@ -41,39 +44,50 @@ def _value(value: Any) -> str:
 
 
 def _kwargs(pairs: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_value(v)}" for k, v in pairs.items())
+    return ", ".join(f"{k}={v if isinstance(v, Code) else _value(v)}" for k, v in pairs.items())
 
 
-def exact_targets(hp: dict[str, Any], decay_matrices_only: bool = False) -> dict[str, str]:
-    """target name -> the Python that runs exactly ``hp`` there."""
-    name, overrides = closest_preset(hp)
-    params = "model.parameters()"
-    if decay_matrices_only:
-        params = ('[{"params": [p for p in model.parameters() if p.ndim > 1]},\n'
-                  '      {"params": [p for p in model.parameters() if p.ndim <= 1], '
+class Code(str):
+    """A Python expression printed as is (a name the user supplies, such as ``schedule``)."""
+
+
+#: timm's ``param_groups_weight_decay`` rule, written for a torch model
+TIMM_RULE = ('no_decay = set(getattr(model, "no_weight_decay", set)())\n'
+             'decays = lambda n, p: p.ndim > 1 and not n.endswith(".bias") and n not in no_decay\n')  # fmt: skip
+
+
+def exact_targets(hp: dict[str, Any], preset: str, timm_decay_filter: bool = False,
+                  schedule: bool = False) -> dict[str, str]:  # fmt: skip
+    """target name -> the Python statements that run exactly ``hp`` there (each assigns
+    ``opt`` or ``tx``). ``schedule``: the lr is the recipe's schedule, named ``schedule``."""
+    overrides = preset_and_overrides(hp, preset)
+    lr = Code("schedule") if schedule else hp["lr"]
+    params, prefix = "model.parameters()", ""
+    if timm_decay_filter:
+        prefix = TIMM_RULE
+        params = ('[{"params": [p for n, p in model.named_parameters() if decays(n, p)]},\n'
+                  '     {"params": [p for n, p in model.named_parameters() if not decays(n, p)], '
                   '"weight_decay": 0.0}]')  # fmt: skip
-    torch = (
-        f"rmsprop.RMSprop.from_preset({params}, {name!r}, {_kwargs({'lr': hp['lr'], **overrides})})"
-    )
+    torch = f"{prefix}opt = rmsprop.RMSprop.from_preset({params}, {preset!r}, {_kwargs({'lr': lr, **overrides})})"
     jax = (
-        f"rmsprop.optax.from_preset({name!r}, {_kwargs({'learning_rate': hp['lr'], **overrides})})"
+        f"tx = rmsprop.optax.from_preset({preset!r}, {_kwargs({'learning_rate': lr, **overrides})})"
     )
-    if decay_matrices_only:  # RMSprop is elementwise: two transforms are the same update
+    if timm_decay_filter:  # RMSprop is elementwise: two transforms are the same update
         plain = {k: v for k, v in overrides.items() if k != "weight_decay"}
         undecayed = (
-            f"rmsprop.optax.from_preset({name!r}, {_kwargs({'learning_rate': hp['lr'], **plain})})"
+            f"rmsprop.optax.from_preset({preset!r}, {_kwargs({'learning_rate': lr, **plain})})"
         )
-        jax = (
-            f'optax.multi_transform(\n      {{"decay": {jax},\n       "no_decay": {undecayed}}},\n'
-            '      jax.tree.map(lambda p: "decay" if p.ndim > 1 else "no_decay", params))'
-        )
+        jax = ("tx = optax.multi_transform(\n"
+               f'    {{"decay": {jax.removeprefix("tx = ")},\n     "no_decay": {undecayed}}},\n'
+               '    jax.tree.map(lambda p: "decay" if p.ndim > 1 else "no_decay", params))'
+               "  # and label biases and no_weight_decay() names 'no_decay'")  # fmt: skip
     keras_names = {"alpha": "rho", "eps": "epsilon"}
-    keras_args = {"learning_rate": hp["lr"], "preset": name}
+    keras_args = {"learning_rate": lr, "preset": preset}
     keras_args.update({keras_names.get(k, k): v for k, v in overrides.items()})
     keras = f"opt = rmsprop.keras.RMSprop({_kwargs(keras_args)})"
-    if decay_matrices_only:
-        keras += ("\n    opt.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables "
-                  "if len(v.shape) <= 1])")  # fmt: skip
+    if timm_decay_filter:
+        keras += ("\nopt.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables "
+                  'if len(v.shape) <= 1], var_names=["bias"])')  # fmt: skip
     return {"torch": torch, "jax": jax, "keras": keras}
 
 
@@ -115,16 +129,12 @@ class Native:
         runs, defaults = self.expressible(hp), PRESETS[self.preset]
         args = {}
         for ours, theirs in self.names.items():
-            value, default = runs.get(ours), getattr(defaults, ours, None)
-            if not matters(ours, runs):
-                continue
-            if (
-                ours == "lr"
-                or (value != default and value not in (None, False, 0.0))
-                or (value is False and default is True)
-            ):
+            value = runs.get(ours)
+            default = getattr(defaults, ours, False if ours == "maximize" else None)
+            if ours == "lr" or (matters(ours, runs) and value != default):
                 args[theirs] = value
-        return f"{self.call}({_kwargs(args)})"
+        first = "model.parameters(), " if self.framework == "torch" else ""
+        return f"{self.call}({first}{_kwargs(args)})"
 
 
 NATIVE = {
