@@ -194,8 +194,9 @@ NATIVE = {
         },
         {
             "lr_in_momentum": "equal while the lr is constant; exact for any schedule: "
-            "optax.chain(scale_by_rms(...), trace(momentum), "
+            "optax.chain(scale_by_rms(...) (scale_by_stddev if centered), trace(momentum), "
             "scale_by_learning_rate(lr))",
+            "clipnorm": "optax clips all leaves together (optax.clip_by_global_norm), not each",
             "weight_decay": "coupled: optax.chain(optax.add_decayed_weights(wd), optax.rmsprop(...)); "
             "decoupled: append optax.add_decayed_weights(-lr*wd)",
             "clipvalue": "optax.chain(optax.clip(c), ...)",
@@ -233,7 +234,7 @@ NATIVE = {
         {
             "lr_in_momentum": "equal while the lr is constant",
             "initial_accumulator_value": "assign ones to the velocity variables after build()",
-            "weight_decay": "Keras decays decoupled (θ −= lr·wd·θ); coupled L2 needs a loss term",
+            "decoupled_weight_decay": "Keras decays decoupled (θ −= lr·wd·θ); coupled L2 needs a loss term",
         },
         clips=True,
         preset="keras",
