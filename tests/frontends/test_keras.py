@@ -138,6 +138,46 @@ def test_get_config_from_config_and_model_save_round_trip(tmp_path):
         assert np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
 
 
+def test_every_switch_survives_the_config_round_trip():
+    switches = {"eps_in_sqrt": False, "initial_accumulator_value": 0.5, "nesterov": True,
+                "lr_in_momentum": False, "decoupled_weight_decay": False, "bias_correction": True,
+                "maximize": True, "ema_form": "delta", "centered_clamp": True,
+                "division_form": "rsqrt"}  # fmt: skip
+    opt = rmsprop.keras.RMSprop(learning_rate=0.01, rho=0.95, momentum=0.5, epsilon=1e-4,
+                                centered=True, weight_decay=0.01, **switches)  # fmt: skip
+    again = rmsprop.keras.RMSprop.from_config(copy.deepcopy(opt.get_config()))
+    for name, value in switches.items():
+        assert getattr(again, name) == value, name
+    assert (again.rho, again.momentum, again.epsilon, again.centered) == (0.95, 0.5, 1e-4, True)
+    assert again.coupled_weight_decay == 0.01 and again.get_config() == opt.get_config()
+
+
+def test_bias_correction_in_bfloat16_moves_the_parameter():
+    """1 − ρᵗ is computed in float32: in bf16, ρ = 0.999 rounds to 1 and the step was 0/0."""
+    for centered in (False, True):
+        runs = {}
+        for dtype in ("bfloat16", "float32"):
+            # epsilon 1e-2: bias correction makes step 1's centered variance pure rounding
+            opt = rmsprop.keras.RMSprop(learning_rate=0.01, rho=0.999, bias_correction=True,
+                                        centered=centered, epsilon=1e-2)  # fmt: skip
+            var = keras.Variable(np.full(4, 1.0, "float32"), dtype=dtype)
+            for k in range(20):  # a gradient with a variance (centered divides by its root)
+                g = np.full(4, 0.5 + 0.3 * (-1) ** k, "float32")
+                opt.apply_gradients([(keras.ops.convert_to_tensor(g.astype(dtype)), var)])
+            runs[dtype] = keras.ops.convert_to_numpy(keras.ops.cast(var.value, "float32"))
+        # bf16 variables compute in bf16 (Keras's rule): each step of 0.01 rounds to a bf16
+        # spacing near 1 (2^-7), so the distance travelled agrees only roughly; before the
+        # fix the parameter did not move at all (or became NaN when centered)
+        moved, expected = 1 - runs["bfloat16"], 1 - runs["float32"]
+        assert np.all(np.isfinite(runs["bfloat16"]))
+        assert np.all(np.abs(moved - expected) <= 0.25 * expected), (moved, expected)
+
+
+def test_lr_outside_momentum_with_keras_defaults_uses_torch_op_order():
+    opt = rmsprop.keras.RMSprop(momentum=0.9, lr_in_momentum=False)  # no error
+    assert opt.division_form == "divide" and not opt.keras_own
+
+
 def test_coupled_weight_decay_respects_exclusions():
     params0, grads = _problem()
     decayed = rmsprop.keras.RMSprop(preset="torch", weight_decay=0.1)
@@ -171,8 +211,10 @@ def test_coupled_weight_decay_respects_exclusions():
 def test_gradient_accumulation_ema_and_loss_scale_run_through_keras():
     params0, grads = _problem()
     # two accumulated steps apply their mean once (Keras's gradient_accumulation_steps)
-    acc = rmsprop.keras.RMSprop(preset="torch", momentum=0.9, gradient_accumulation_steps=2)
-    one = rmsprop.keras.RMSprop(preset="torch", momentum=0.9)
+    # (bias correction reads the step count, which counts applied steps, not micro-steps)
+    acc = rmsprop.keras.RMSprop(preset="torch", momentum=0.9, bias_correction=True,
+                                gradient_accumulation_steps=2)  # fmt: skip
+    one = rmsprop.keras.RMSprop(preset="torch", momentum=0.9, bias_correction=True)
     got, _ = _run(acc, params0, grads[:2])
     mean = [[(a + b) / 2 for a, b in zip(grads[0], grads[1])]]
     want, _ = _run(one, params0, mean)
@@ -180,8 +222,10 @@ def test_gradient_accumulation_ema_and_loss_scale_run_through_keras():
         np.testing.assert_allclose(a, b, rtol=1e-6)
     # use_ema keeps a moving average of the weights; loss_scale_factor unscales gradients
     ema = rmsprop.keras.RMSprop(preset="graves", use_ema=True, ema_momentum=0.5)
-    _run(ema, params0, grads)
-    assert len(ema._model_variables_moving_average) == len(params0)
+    final, _ = _run(ema, params0, grads)
+    averages = [keras.ops.convert_to_numpy(v) for v in ema._model_variables_moving_average]
+    for average, start, now in zip(averages, params0, final):  # moved, and lags the weights
+        assert not np.allclose(average, start) and not np.allclose(average, now)
     scaled = rmsprop.keras.RMSprop(preset="torch", loss_scale_factor=1024.0)
     plain = rmsprop.keras.RMSprop(preset="torch")
     a, _ = _run(scaled, params0, [[x * 1024.0 for x in g] for g in grads])
@@ -202,7 +246,7 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="no default learning rate"):
         rmsprop.keras.RMSprop(preset="optax")
     with pytest.raises(ValueError, match="needs lr_in_momentum=True"):
-        rmsprop.keras.RMSprop(momentum=0.9, lr_in_momentum=False)
+        rmsprop.keras.RMSprop(momentum=0.9, lr_in_momentum=False, division_form="lr_first")
     with pytest.raises(ValueError, match="ema_form"):
         rmsprop.keras.RMSprop(ema_form="fast")
     with pytest.raises(ValueError, match="nesterov"):

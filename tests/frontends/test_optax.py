@@ -189,13 +189,20 @@ def test_jit_vmap_nested_pytrees_and_bfloat16():
 
 
 def test_chains_with_optax_schedules_multisteps_and_masks():
+    # optax's global-norm clip and schedule in a chain: the same steps as our own switch
     schedule = optax.linear_schedule(0.1, 0.0, 10)
-    tx = optax.chain(optax.clip_by_global_norm(1.0), from_preset("keras", schedule))
-    params = jnp.arange(4.0, dtype=jnp.float32)
-    state = tx.init(params)
-    for _ in range(3):
-        updates, state = tx.update(params, state, params)
-        params = optax.apply_updates(params, updates)
+    chained = optax.chain(optax.clip_by_global_norm(1.0), from_preset("keras", schedule))
+    switch = from_preset("keras", schedule, global_clipnorm=1.0)
+    runs = []
+    for tx in (chained, switch):
+        params = jnp.arange(4.0, dtype=jnp.float32)
+        state = tx.init(params)
+        for _ in range(3):
+            updates, state = tx.update(params, state, params)
+            params = optax.apply_updates(params, updates)
+        runs.append(np.asarray(params))
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-6)
+    assert not np.allclose(runs[0], np.arange(4.0))
     # MultiSteps: two accumulated half-gradients equal one step on their mean.
     inner = from_preset("torch", 0.1)
     multi = optax.MultiSteps(inner, every_k_schedule=2)
@@ -218,9 +225,29 @@ def test_nonfinite_skip_changes_nothing_and_counts():
     updates, state = tx.update(jnp.array([0.5, 0.5], jnp.float32), state, params)
     before = state
     updates, state = jax.jit(tx.update)(jnp.array([jnp.inf, 0.5], jnp.float32), state, params)
-    assert np.all(np.asarray(updates) == 0) and int(state.skipped) == 1
+    assert np.all(np.asarray(updates) == 0) and int(state.skipped) == 1  # as the docstring says
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), state.inner,
                                      before.inner))  # fmt: skip
+
+
+def test_inject_hyperparams_changes_the_learning_rate():
+    """optax.inject_hyperparams with the learning rate injected: changing it in the state
+    changes the step exactly as a new learning rate would."""
+    static = ("alpha", "eps", "initial_accumulator_value", "momentum", "weight_decay")
+    tx = optax.inject_hyperparams(jax_rmsprop, static_args=static)(learning_rate=0.1, momentum=0.9)
+    params = jnp.ones(3, jnp.float32)
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    _, state = step(params, state, params)
+    state.hyperparams["learning_rate"] = jnp.asarray(0.01, jnp.float32)
+    updates, _ = step(params, state, params)
+    plain = jax_rmsprop(lambda count: jnp.where(count == 0, 0.1, 0.01), momentum=0.9)
+    plain_state = plain.init(params)
+    _, plain_state = plain.update(params, plain_state, params)
+    expected, _ = plain.update(params, plain_state, params)
+    np.testing.assert_allclose(np.asarray(updates), np.asarray(expected), rtol=1e-6)
+    with pytest.raises(TypeError, match="static_args"):
+        optax.inject_hyperparams(jax_rmsprop)(learning_rate=0.1).init(params)
 
 
 def test_bad_input_names_the_argument():
@@ -228,6 +255,8 @@ def test_bad_input_names_the_argument():
         jax_rmsprop(0.1, alpha=1.5)
     with pytest.raises(ValueError, match="learning_rate"):
         jax_rmsprop(-1.0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        jax_rmsprop(jnp.asarray(-1.0))
     with pytest.raises(ValueError, match=r"nonfinite='raise' cannot raise inside jax\.jit"):
         jax_rmsprop(0.1, nonfinite="raise")
     with pytest.raises(ValueError, match="division_form='lr_first' is Keras's op order"):

@@ -98,7 +98,8 @@ class RMSprop(keras.optimizers.RMSprop):
       centered_clamp: clamp ``v − ḡ²`` at 0 before the square root.
       decoupled_weight_decay: ``weight_decay`` is Keras's decoupled ``θ −= η λ θ`` (the
         default) or, when False, torch's coupled ``g += λ θ``; both respect
-        ``exclude_from_weight_decay``.
+        ``exclude_from_weight_decay``. Coupled decay is held in ``coupled_weight_decay``
+        (Keras's own ``weight_decay`` attribute means decoupled decay, so it is None).
       division_form: ``"lr_first"`` (Keras: ``(lr·g)/d``), ``"divide"`` (torch's op
         order) or ``"rsqrt"`` (optax's).
 
@@ -212,10 +213,10 @@ class RMSprop(keras.optimizers.RMSprop):
         if self.centered:
             mean = self._average_gradients[index]
             self.assign(mean, ema_of_mean(mean, grad, self.rho, self.ema_form, dtype))  # (5)
-        if self.bias_correction:  # (6)
-            correction = 1 - ops.power(
-                ops.cast(self.rho, dtype), ops.cast(self.iterations + 1, dtype)
-            )
+        if self.bias_correction:  # (6): 1 − ρᵗ in float32 at least (ρ rounds to 1 in bf16)
+            wide = "float64" if dtype == "float64" else "float32"
+            power = ops.power(ops.cast(self.rho, wide), ops.cast(self.iterations + 1, wide))
+            correction = ops.cast(1 - power, dtype)
             s = s / correction
             mean = None if mean is None else mean / correction
         if mean is not None:
@@ -271,6 +272,12 @@ def resolve(
         hp["lr"], keras.optimizers.schedules.LearningRateSchedule
     ):
         check_real("learning_rate", hp["lr"], NON_NEGATIVE)
+    if (
+        "division_form" not in given
+        and hp["division_form"] == "lr_first"
+        and not hp["lr_in_momentum"]
+    ):
+        hp["division_form"] = "divide"  # the lr outside the buffer: torch's op order
     checked = validate_hyperparameters({k: v for k, v in hp.items() if k not in KERAS_NAMES})
     if checked["division_form"] == "lr_first" and not checked["lr_in_momentum"] and hp["momentum"]:
         raise ValueError(

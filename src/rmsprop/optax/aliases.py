@@ -17,10 +17,30 @@ DIVISION_FORMS = ("divide", "rsqrt")
 
 
 def check_learning_rate(learning_rate: Any) -> Any:
-    """A learning rate is a real number >= 0, a scalar array, or an optax schedule."""
-    if callable(learning_rate) or isinstance(learning_rate, jax.Array):
+    """A learning rate is a real number >= 0, a scalar array (checked when its value is
+    known, not while jit traces it), or an optax schedule."""
+    if callable(learning_rate):
+        return learning_rate
+    if isinstance(learning_rate, jax.Array):
+        if not isinstance(learning_rate, jax.core.Tracer):
+            check_real("learning_rate", float(learning_rate), NON_NEGATIVE)
         return learning_rate
     return check_real("learning_rate", learning_rate, NON_NEGATIVE)
+
+
+#: the hyperparameters that decide the chain's structure: Python numbers, never arrays
+STATIC = ("alpha", "eps", "initial_accumulator_value", "momentum", "weight_decay",
+          "clipvalue", "clipnorm", "global_clipnorm")  # fmt: skip
+
+
+def _refuse_arrays(values: dict[str, Any]) -> None:
+    arrays = [name for name in STATIC if isinstance(values.get(name), jax.Array)]
+    if arrays:
+        raise TypeError(
+            f"{', '.join(arrays)} must be Python numbers (they decide the chain), got arrays; "
+            "with optax.inject_hyperparams, inject only the learning rate: "
+            f"static_args={STATIC[:5]!r}"
+        )
 
 
 def rmsprop(
@@ -78,7 +98,7 @@ def rmsprop(
       division_form: ``"divide"`` (``g / d``) or ``"rsqrt"`` (optax's ``rsqrt(s + eps) * g``).
       nonfinite: ``"update"`` (NaN/Inf flow through, as in every framework) or ``"skip"``
         (a step with a non-finite gradient returns zero updates and leaves the state as it
-        was; ``state[0].skipped`` counts it). ``"raise"`` cannot run under ``jax.jit``.
+        was; ``state.skipped`` counts it). ``"raise"`` cannot run under ``jax.jit``.
 
     Returns:
       An ``optax.GradientTransformation``; its state is a tuple of block states with
@@ -89,6 +109,9 @@ def rmsprop(
       momentum buffer, no ``v0`` other than ``initial_scale``'s and no op order but its own;
       here every switch is available, and ``from_preset("optax")`` is ``optax.rmsprop``
       bit for bit. Half-precision leaves compute in float32 (optax computes in bfloat16).
+      To change the learning rate during training with ``optax.inject_hyperparams``,
+      inject only it: ``optax.inject_hyperparams(rmsprop, static_args=("alpha", "eps",
+      "initial_accumulator_value", "momentum", "weight_decay"))(learning_rate=1e-3)``.
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -99,6 +122,9 @@ def rmsprop(
       >>> print(optax.apply_updates(params, updates).round(4))
       [9.6838]
     """
+    _refuse_arrays({"alpha": alpha, "eps": eps, "initial_accumulator_value": initial_accumulator_value,
+                    "momentum": momentum, "weight_decay": weight_decay, "clipvalue": clipvalue,
+                    "clipnorm": clipnorm, "global_clipnorm": global_clipnorm})  # fmt: skip
     hp = validate_hyperparameters(
         {
             "lr": learning_rate, "alpha": alpha, "eps": eps, "eps_in_sqrt": eps_in_sqrt,
