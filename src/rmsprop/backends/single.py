@@ -89,6 +89,19 @@ def apply_step_(
             param.add_(buf, alpha=-lr)
 
 
+def begin_step_(param: Tensor, grad: Tensor, step: Tensor, lr, hp: Hyper) -> Tensor:
+    """(1) count the step and negate for ``maximize``; (3) weight decay, coupled (into the
+    returned gradient) or decoupled (``param`` scaled in place)."""
+    grad = -grad if hp.maximize else grad  # (1)
+    step += 1
+    if hp.weight_decay != 0:  # (3)
+        if hp.decoupled_weight_decay:
+            param.mul_(1 - lr * hp.weight_decay)
+        else:
+            grad = grad.add(param, alpha=hp.weight_decay)
+    return grad
+
+
 def update_one_(
     param: Tensor,
     grad: Tensor,
@@ -100,13 +113,7 @@ def update_one_(
     hp: Hyper,
 ) -> None:
     """One parameter, steps (1)-(10). Gradient clipping (2) happened before."""
-    grad = -grad if hp.maximize else grad  # (1)
-    step += 1
-    if hp.weight_decay != 0:  # (3)
-        if hp.decoupled_weight_decay:
-            param.mul_(1 - lr * hp.weight_decay)
-        else:
-            grad = grad.add(param, alpha=hp.weight_decay)
+    grad = begin_step_(param, grad, step, lr, hp)  # (1), (3)
     if torch.is_complex(param):  # each of re, im is a coordinate (torch's convention)
         param, grad, square_avg, grad_avg, buf = as_real(param, grad, square_avg, grad_avg, buf)
     ema_square_(square_avg, grad, hp.alpha, hp.ema_form)  # (4)
@@ -148,13 +155,7 @@ def update_variance_(
     """One parameter, steps (1)-(10) in the variance form of centered RMSprop (bf16 or
     8-bit state: ``grad_var`` holds S = v − ḡ²/c; see ``rmsprop.algorithm``), the operations
     of the fused kernels in their order."""
-    grad = -grad if hp.maximize else grad  # (1)
-    step += 1
-    if hp.weight_decay != 0:  # (3)
-        if hp.decoupled_weight_decay:
-            param.mul_(1 - lr * hp.weight_decay)
-        else:
-            grad = grad.add(param, alpha=hp.weight_decay)
+    grad = begin_step_(param, grad, step, lr, hp)  # (1), (3)
     correction, inverse_before, weight = variance_weights(hp.alpha, step_value(step),
                                                           hp.bias_correction)  # fmt: skip
     delta = grad - grad_avg * inverse_before  # (4') the deviation from the old mean
