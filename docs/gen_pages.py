@@ -25,10 +25,8 @@ import mkdocs_gen_files
 from rmsprop import ALGORITHM, PRESETS
 from rmsprop.algorithm import explain
 from rmsprop.cli.main import build_parser
-from rmsprop.port import translate
-from rmsprop.port.measure import compare
-from rmsprop.port.targets import NATIVE, exact_targets, matters, switch_rows
-from rmsprop.presets import SWITCHES
+from rmsprop.port import native_ports, translate
+from rmsprop.port.targets import exact_targets, matters, switch_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -106,18 +104,12 @@ def porting_page(key: str) -> str:
     if source is not None:
         result = translate(source, description)
         hp, notes, exact = result.source.hyperparameters, result.source.notes, result.exact
-        natives = {name: (n.code, n.differences, n.measured) for name, n in result.native.items()}
+        natives = result.native
         call = f"rmsprop port {source} " + " ".join(f"{k}={v}" for k, v in description.items())
     else:  # no reader for it: the preset with the description's values
-        hp = {**PRESETS[preset].hyperparameters(**description), "maximize": False,
-              "clipvalue": None, "clipnorm": None, "global_clipnorm": None}  # fmt: skip
-        notes, exact = (), exact_targets(hp, preset)
-        natives = {}
-        for name, native in NATIVE.items():
-            differences = native.differences(hp)
-            measured = compare(hp, native.expressible(hp)) if differences else []
-            natives[name] = (native.code(hp), differences, measured)
-        call = None
+        hp = PRESETS[preset].hyperparameters(**description, maximize=False, clipvalue=None,
+                                             clipnorm=None, global_clipnorm=None)  # fmt: skip
+        notes, exact, natives, call = (), exact_targets(hp, preset), native_ports(hp), None
     lines = [f"# Porting from {title}\n",
              f"Generated from `rmsprop.port` and the `{preset}` preset when the site is built "
              "(the numbers below are measured by the build: a noisy least squares, 20 "
@@ -140,16 +132,20 @@ def porting_page(key: str) -> str:
         lines.append(f"**{ {'torch': 'PyTorch', 'jax': 'JAX', 'keras': 'Keras 3'}[target] }**\n\n"
                      f"```python\n{code}\n```\n")  # fmt: skip
     lines.append("## The native optimizers\n")
-    for name, (code, differences, measured) in natives.items():
-        lines.append(f"### {FRAMEWORKS[name]}\n\n```python\n{code}\n```\n")
-        if not differences:
+    for name, native in natives.items():
+        lines.append(f"### {FRAMEWORKS[name]}\n\n```python\n{native.code}\n```\n")
+        if not native.differences:
             lines.append("Expresses this recipe exactly.\n")
             continue
         lines.append(table(["cannot express", "wanted", "runs", "what to do"],
-                           [[f"`{s}`", w, r, remedy or "—"] for s, w, r, remedy in differences]))  # fmt: skip
-        lines.append(table(["lr", "parameters apart after 200 steps", "final loss", "exact"],
-                           [[d.schedule, f"{d.distance:.2%}", f"{d.loss_native:.4g}",
-                             f"{d.loss_exact:.4g}"] for d in measured]))  # fmt: skip
+                           [[f"`{s}`", w, r, remedy or "—"]
+                            for s, w, r, remedy in native.differences]))  # fmt: skip
+        if native.note:
+            lines.append(f"{native.note}.\n")
+        if native.measured:
+            lines.append(table(["lr", "parameters apart after 200 steps", "final loss", "exact"],
+                               [[d.schedule, f"{d.distance:.2%}", f"{d.loss_native:.4g}",
+                                 f"{d.loss_exact:.4g}"] for d in native.measured]))  # fmt: skip
     return "\n".join(lines)
 
 
@@ -253,4 +249,3 @@ speed_figure("cpu-2core-amd-epyc-many-small.json", "img/speed-many-small.png")
 quality_figure("img/quality.png")
 optax_figure("img/optax-jit.png")
 write("benchmarks.md", (ROOT / "BENCHMARKS.md").read_text(encoding="utf-8"))
-del SWITCHES

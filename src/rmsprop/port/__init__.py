@@ -20,11 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .. import reference
 from .measure import Difference, compare, not_measured
 from .sources import READERS, Source
 from .targets import NATIVE, exact_targets, preset_and_overrides, switch_rows
 
-__all__ = ["READERS", "Difference", "NativePort", "Translation", "translate"]
+__all__ = ["READERS", "Difference", "NativePort", "Translation", "native_ports", "translate"]
 
 
 @dataclass(frozen=True)
@@ -71,17 +72,24 @@ def translate(
     except TypeError as err:  # a value of the wrong type is bad input, said in one line
         raise ValueError(str(err)) from err
     hp = read.hyperparameters
+    native = native_ports(hp, steps)
+    exact = exact_targets(
+        hp, read.preset, read.timm_decay_filter, schedule=read.schedule is not None
+    )
+    overrides = preset_and_overrides(hp, read.preset)
+    return Translation(read, read.preset, overrides, exact, native, switch_rows(hp))
+
+
+def native_ports(hp: dict[str, Any], steps: int = 200) -> dict[str, NativePort]:
+    """For the switches ``hp``: each framework's own RMSprop, what it cannot express, and
+    the measured difference (or why nothing was measured)."""
     native = {}
     for name, framework in NATIVE.items():
         runs, differences = framework.expressible(hp), framework.differences(hp)
         note = not_measured(hp, runs) if differences else None
         measured = compare(hp, runs, steps) if differences and note is None else []
         native[name] = NativePort(name, framework.code(hp), differences, measured, note)
-    exact = exact_targets(
-        hp, read.preset, read.timm_decay_filter, schedule=read.schedule is not None
-    )
-    overrides = preset_and_overrides(hp, read.preset)
-    return Translation(read, read.preset, overrides, exact, native, switch_rows(hp))
+    return native
 
 
 #: the comparison's length is capped: 20,000 steps take about 12 s
@@ -90,6 +98,4 @@ MAX_STEPS = 20_000
 
 def ref_check(hp: dict[str, Any]) -> None:
     """Validate the switches as every front end does (names and allowed values)."""
-    from .. import reference
-
     reference.rmsprop(**hp)

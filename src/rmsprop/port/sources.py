@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._validation import NON_NEGATIVE, POSITIVE, UNIT, check_bool, check_real
-from ..presets import SWITCHES, get_preset
+from ..presets import get_preset
 
 #: source argument names -> allowed values, checked before the switches are built so that
 #: an error names the source's own argument
@@ -43,9 +43,9 @@ class Source:
 
 
 def _switches(preset: str, lr: Any) -> dict[str, Any]:
-    base = get_preset(preset)
-    return {"lr": lr, **{n: getattr(base, n) for n in SWITCHES}, "maximize": False,
-            "clipvalue": None, "clipnorm": None, "global_clipnorm": None}  # fmt: skip
+    """Every switch of ``preset`` with ``lr``, no maximize and no clipping."""
+    return get_preset(preset).hyperparameters(lr=lr, maximize=False, clipvalue=None,
+                                              clipnorm=None, global_clipnorm=None)  # fmt: skip
 
 
 def _take(description: Any, known: Mapping[str, Any], what: str) -> dict[str, Any]:
