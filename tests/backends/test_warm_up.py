@@ -56,3 +56,70 @@ def test_first_steps_do_not_wait_for_the_compile_and_give_the_fused_bits(tmp_pat
     fused = _run("numba", len(warming["ran"]), str(tmp_path), "0")
     assert fused["ran"] == ["numba"] * len(warming["ran"])
     assert fused["p"] == warming["p"]
+
+
+GROUPS = textwrap.dedent("""
+    import json, subprocess, sys, time, torch, rmsprop
+    from rmsprop.backends import numba_compile
+    started = []
+    popen = subprocess.Popen
+    subprocess.Popen = lambda *a, **k: started.append(a[0]) or popen(*a, **k)
+    gen = torch.Generator().manual_seed(0)
+    ps = [torch.zeros(50_000, requires_grad=True) for _ in range(3)]
+    opt = rmsprop.RMSprop([{"params": [ps[0]]}, {"params": [ps[1]], "momentum": 0.9},
+                           {"params": [ps[2]], "centered": True}], lr=1e-3, impl=sys.argv[1])
+    ran, start = [], time.perf_counter()
+    while time.perf_counter() - start < 300:
+        for p in ps:
+            p.grad = torch.randn(50_000, generator=gen)
+        opt.step()
+        ran.append([opt.last_impl[i] for i in range(3)])
+        if ran[-1] == ["numba"] * 3 and len(ran) >= int(sys.argv[2]):
+            break
+        time.sleep(0.1)
+    print(json.dumps({"compile_processes": len(started), "ran": ran,
+                      "p": [p.detach()[:2000].tolist() for p in ps]}))
+""")
+
+
+@pytest.mark.slow
+def test_one_background_process_compiles_every_kernel_a_program_needs(tmp_path):
+    """Three parameter groups with three switch combinations on an empty cache: one
+    compile process (not one per kernel), every group ends on its fused kernel, and the
+    parameters equal a run that was fused from its first step."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "RMSPROP_BACKGROUND_COMPILE": "1"}
+    run = subprocess.run([sys.executable, "-c", GROUPS, "auto", "0"], capture_output=True,
+                         text=True, env=env, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    warming = json.loads(run.stdout.strip().splitlines()[-1])
+    assert warming["compile_processes"] == 1
+    assert warming["ran"][0] == ["single"] * 3 and warming["ran"][-1] == ["numba"] * 3
+    env["RMSPROP_BACKGROUND_COMPILE"] = "0"
+    run = subprocess.run([sys.executable, "-c", GROUPS, "numba", str(len(warming["ran"]))],
+                         capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    fused = json.loads(run.stdout.strip().splitlines()[-1])
+    assert fused["ran"] == [["numba"] * 3] * len(warming["ran"])
+    assert fused["p"] == warming["p"]
+
+
+def test_the_compile_process_answers_a_failed_kernel_and_goes_on(tmp_path):
+    """A kernel that cannot compile is answered ``failed`` (the training process then
+    loads it in a thread, where the error is reported) and the next one is compiled."""
+    import torch
+
+    import rmsprop
+    from rmsprop.backends import numba_compile, numba_cpu
+    from rmsprop.backends.base import Hyper
+    from rmsprop.lowbit.forms import Storage
+
+    opt = rmsprop.RMSprop([torch.zeros(3)], lr=1e-3)
+    good = numba_cpu.kernel_key(Hyper.from_group(opt.param_groups[0]), Storage.FLOAT, False)
+    lines = [json.dumps([list(good[0]), 99, False, "float32", "bad"]),
+             json.dumps([list(good[0]), 0, False, "float32", "good"])]  # fmt: skip
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "rmsprop.backends.numba_compile"],
+                         input="\n".join(lines) + "\n", capture_output=True, text=True,
+                         env=env, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.splitlines() == ["failed bad", "ok good"]
+    assert numba_compile.marker_name(good, "float32") in os.listdir(tmp_path)

@@ -1,32 +1,14 @@
-"""The fused CPU back end (numba): which tensors its kernels take, the host side of its
-step, and compiling its kernels without making a step wait.
+"""The fused CPU back end (numba): which tensors its kernels take and the host side of
+its step.
 
 The kernels themselves are ``numba_kernels`` (imported when one runs: importing numba
-takes about a second). A kernel is compiled once per switch combination, storage and
-dtype (8-30 s each on two cores) and cached on disk. With ``impl="auto"``, a step whose
-kernel is not compiled yet does not wait: the planner asks ``ready`` and, if not,
-``prepare`` starts a separate process that compiles it into the disk cache while this
-step runs the single-tensor path with an IEEE square root, which gives the kernel's bits;
-once the kernel is compiled and loaded, steps run fused.
-A kernel already in the disk cache is loaded by a thread the same way (numba's import
-and the load take a second or two). ``RMSPROP_BACKGROUND_COMPILE=0`` compiles and loads
-in the step instead (as an explicit ``impl="numba"`` always does); ``rmsprop warmup``
-compiles ahead of time.
+takes about a second); ``numba_compile`` gets them compiled and loaded without making a
+step wait (``needed`` here says which kernel a step needs).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import hashlib
 import importlib.util
-import json
-import logging
-import os
-import subprocess
-import sys
-import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,12 +16,11 @@ import torch
 from torch import Tensor
 
 from ..lowbit.forms import Storage
-from . import host
+from . import host, numba_compile
 from .base import Batch, Facts, Hyper, to_scalar_lr
 
 NAME = "numba"
 MATH_DTYPES = (torch.float32, torch.float64)
-log = logging.getLogger("rmsprop")
 
 
 def available() -> str | None:
@@ -80,7 +61,7 @@ def nonfinite_checkable(t: Tensor) -> bool:
     """A tensor ``numba_kernels.any_nonfinite`` reads directly (CPU, contiguous, fp32/64),
     once a kernel is loaded in this process (the check is not worth loading numba for,
     and a thread may be loading it)."""
-    return bool(_COMPILED) and t.dtype in MATH_DTYPES and t.is_cpu and t.is_contiguous()
+    return numba_compile.any_loaded() and t.dtype in MATH_DTYPES and t.is_cpu and t.is_contiguous()
 
 
 @torch.compiler.disable  # numba code is opaque to dynamo: torch.compile(opt.step) calls it as is
@@ -109,12 +90,7 @@ def step(batch: Batch, lr, hp: Hyper) -> None:
     )  # everything that could raise, before a write
     kernels.increment_steps(batch.steps, False)  # (1)
     kernel(*arguments)
-    _mark(kernel_key(hp, batch.storage, batch.round_param), str(math))
-
-
-# ------------------------------------------------------------------ compiling, not waiting
-_COMPILED: set[str] = set()  # kernels this process has run (loaded or compiled)
-_JOBS: dict[str, subprocess.Popen] = {}  # background compiles started by this process
+    numba_compile.mark(kernel_key(hp, batch.storage, batch.round_param), str(math))
 
 
 def kernel_key(hp: Hyper, storage: Storage, bf16_params: bool) -> tuple[Any, ...]:
@@ -131,103 +107,3 @@ def needed(hp: Hyper, facts: Facts, native_: bool) -> tuple[tuple[Any, ...], str
     if native_:
         return kernel_key(hp, facts.storage, facts.rounded), math
     return kernel_key(hp, Storage.FLOAT, False), math
-
-
-def background() -> bool:
-    """Compile in a separate process (the default) unless RMSPROP_BACKGROUND_COMPILE=0."""
-    return os.environ.get("RMSPROP_BACKGROUND_COMPILE", "1") != "0"
-
-
-def ready(key: tuple[Any, ...], math: str) -> bool:
-    """Is the kernel loaded in this process? If not, ``prepare`` gets it there without
-    making a step wait."""
-    return _marker_name(key, math) in _COMPILED
-
-
-def prepare(key: tuple[Any, ...], math: str) -> None:
-    """Get the kernel ready without blocking: compiled into the disk cache by a separate
-    process (unless a marker says the cache has it), then loaded by a thread of this
-    process (numba's import and the cache load take a second or two). Idempotent."""
-    name = _marker_name(key, math)
-    if name in _COMPILED or name in _LOADERS:
-        return
-    job = _JOBS.get(name)
-    if job is None and not (_cache_folder() / name).exists():
-        flags, storage, bf16 = key
-        command = [sys.executable, "-m", "rmsprop.backends.numba_cpu",
-                   json.dumps([list(flags), storage, bf16, math])]  # fmt: skip
-        _JOBS[name] = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)  # fmt: skip
-        log.info("compiling a fused CPU kernel in the background; until it is ready, steps "
-                 "run the single-tensor path (the same bits)")  # fmt: skip
-        return
-    if job is not None and job.poll() is None:
-        return
-    if job is not None and job.returncode != 0:
-        log.warning("the background compile of a numba kernel failed; loading it in a thread")
-    _LOADERS[name] = threading.Thread(target=_load, args=(key, math), daemon=True)
-    _LOADERS[name].start()
-
-
-_LOADERS: dict[str, threading.Thread] = {}  # kernels being loaded (or compiled) by a thread
-
-
-def _load(key: tuple[Any, ...], math: str) -> None:
-    """Load the kernel from the disk cache (compiling it if the cache lacks it) by running
-    it once on dummy data; then steps take it."""
-    try:
-        _compile_here(key, math)
-    except Exception:  # pragma: no cover - a foreground step will say what is wrong
-        log.exception("loading a numba kernel failed; steps stay on the single-tensor path")
-
-
-def _compile_here(key: tuple[Any, ...], math: str) -> None:
-    from . import numba_kernels
-
-    flags, storage, bf16 = key
-    numba_kernels.compile_kernel((tuple(flags), Storage(storage), bool(bf16)), math)
-    _mark(key, math)
-
-
-@functools.lru_cache(maxsize=256)
-def _marker_name(key: tuple[Any, ...], math: str) -> str:
-    """A name for the compiled kernel of ``key``: it changes with the kernels' source and
-    numba's version, as numba's own cache does."""
-    flags, storage, bf16 = key
-    text = repr((tuple(flags), int(storage), bool(bf16), math, _source_stamp()))
-    return "rmsprop-kernel-" + hashlib.sha1(text.encode()).hexdigest()[:20] + ".ready"
-
-
-@functools.lru_cache(maxsize=1)
-def _source_stamp() -> tuple[Any, ...]:
-    import importlib.metadata
-
-    source = Path(__file__).with_name("numba_kernels.py").stat()
-    return source.st_mtime_ns, source.st_size, importlib.metadata.version("numba")
-
-
-def _cache_folder() -> Path:
-    """Where numba caches the kernels (NUMBA_CACHE_DIR, else ``__pycache__`` beside them)."""
-    folder = os.environ.get("NUMBA_CACHE_DIR")
-    return Path(folder) if folder else Path(__file__).parent / "__pycache__"
-
-
-def _mark(key: tuple[Any, ...], math: str) -> None:
-    """Record that the kernel is loaded here and compiled in the disk cache."""
-    name = _marker_name(key, math)
-    if name in _COMPILED:
-        return
-    folder = _cache_folder()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / name).touch()
-    except OSError:  # a read-only install: the process-local record still helps
-        pass
-    _COMPILED.add(name)
-
-
-if __name__ == "__main__":  # the background process: compile one kernel into the cache
-    with contextlib.suppress(OSError):
-        os.nice(19)  # the training process comes first
-    _flags, _storage, _bf16, _math = json.loads(sys.argv[1])
-    _compile_here((tuple(_flags), _storage, _bf16), _math)

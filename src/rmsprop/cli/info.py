@@ -35,9 +35,9 @@ def numba_cache() -> dict[str, Any]:
 
     if unavailable_reason("numba") is not None:
         return {"location": "-", "files": 0, "bytes": 0}
-    from ..backends import numba_cpu
+    from ..backends import numba_compile
 
-    folder = numba_cpu._cache_folder()
+    folder = numba_compile.cache_folder()
     files = [f for f in folder.glob("numba_kernels*") if f.is_file()] if folder.is_dir() else []
     return {
         "location": str(folder),

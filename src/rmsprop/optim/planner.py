@@ -143,18 +143,18 @@ def _wait_for_no_compile(plan: Plan) -> None:
     """``auto`` chose numba but a kernel it needs is not compiled yet: the kernel compiles
     in a separate process while this step runs the single-tensor path with numba's IEEE
     square root (the same bits); a later step, once it is ready, runs fused."""
-    from ..backends import numba_cpu
+    from ..backends import numba_compile, numba_cpu
 
-    if not numba_cpu.background():
+    if not numba_compile.background():
         return
     kernels = [t for t in plan.tasks if t.mode == "native" or (
         t.mode == "widened" and not plan.hp.variance_form(t.facts.storage))]  # fmt: skip
     waiting = {numba_cpu.needed(plan.hp, t.facts, t.mode == "native") for t in kernels}
-    waiting = {job for job in waiting if not numba_cpu.ready(*job)}
+    waiting = {job for job in waiting if not numba_compile.ready(*job)}
     if not waiting:
         return
     for job in waiting:
-        numba_cpu.prepare(*job)  # a process compiles it, a thread loads it: no waiting here
+        numba_compile.prepare(*job)  # a process compiles it, a thread loads it: no waiting here
     plan.impl, plan.hp = "single", replace(plan.hp, ieee_sqrt=True)
     plan.tasks = [Task(_mode("single", t.facts), t.facts, t.index) for t in plan.tasks]
     plan.passed_over["numba"] = (
