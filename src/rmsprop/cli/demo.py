@@ -27,7 +27,7 @@ from ..problems import (
     run_on_surface,
 )
 from .figures import pyplot, save
-from .report import Report
+from .report import Report, Section
 
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 
@@ -62,9 +62,7 @@ class DemoResult:
 # ----------------------------------------------------------------------------------------
 
 
-def section_regression(
-    report: Report, out: Path, seed: int, quick: bool, result: DemoResult
-) -> None:
+def section_regression(out: Path, seed: int, quick: bool, result: DemoResult) -> Section:
     plt = pyplot()
     x, y = linear_regression_data(100, seed)
     schedule = ref.schedules.step_decay(0.05, 0.95, 100)
@@ -87,7 +85,7 @@ def section_regression(
     ax2.set_title("Loss (lr × 0.95 every 100 steps)")
     png = save(fig, out, "regression.png", result.pngs)
 
-    s = report.section("1. Linear regression: the tutorials' first example")
+    s = Section("1. Linear regression: the tutorials' first example")
     s.paragraphs.append(
         "100 points of y = 2x + 1 + noise, fitted by mean squared error with the NumPy reference "
         f"RMSprop (alpha 0.9, lr 0.05 multiplied by 0.95 every 100 steps, {steps} steps)."
@@ -113,6 +111,7 @@ def section_regression(
         "updates, state = tx.update(grads, state, params)\n"
         "params = rmsprop.reference.apply_updates(params, updates)"
     )
+    return s
 
 
 # ----------------------------------------------------------------------------------------
@@ -133,11 +132,11 @@ def _best_run(factory: Callable[[float], ref.Transform], surface: Surface, steps
     return best[2], best[3]
 
 
-def section_race(report: Report, out: Path, quick: bool, result: DemoResult, progress) -> None:
+def section_race(out: Path, quick: bool, result: DemoResult) -> Section:
     plt = pyplot()
     surfaces = [(elongated_bowl(50.0), 1e-3, 1000 if quick else 3000),
                 (rosenbrock(), 1e-3, 3000 if quick else 20000)]  # fmt: skip
-    s = report.section("2. The race on ill-conditioned problems")
+    s = Section("2. The race on ill-conditioned problems")
     s.paragraphs.append(
         "Each optimizer gets its best learning rate from the same grid "
         f"({', '.join(f'{lr:g}' for lr in LR_GRID)}) and runs until the loss is below the "
@@ -152,7 +151,6 @@ def section_race(report: Report, out: Path, quick: bool, result: DemoResult, pro
         for name, (factory, _) in RACERS.items():
             lr, run = _best_run(factory, surface, steps, tol)
             runs[name] = (lr, run)
-            progress(f"race: {surface.name}, {name}")
         key = "bowl" if "bowl" in surface.name else "rosenbrock"
         result.race[key] = {n: {"lr": lr, "steps": r.steps_to_tol} for n, (lr, r) in runs.items()}
         for name, (lr, run) in runs.items():
@@ -185,6 +183,7 @@ def section_race(report: Report, out: Path, quick: bool, result: DemoResult, pro
     header = ["problem", "optimizer", "best lr", "steps to tolerance", "final loss"]
     s.tables.insert(0, ("Steps to reach loss < 1e-3 (best lr of the grid for each)", header, rows))
     s.conclusion = _race_conclusion(result.race)
+    return s
 
 
 STYLES = ("o-", "s--", "^-.", "v:", "D-")  # one per racer: paths that cross stay tellable apart
@@ -246,8 +245,8 @@ WHERE = {
 }
 
 
-def section_comparison(report: Report, result: DemoResult) -> None:
-    s = report.section("4. The optimizers compared")
+def section_comparison(result: DemoResult) -> Section:
+    s = Section("4. The optimizers compared")
     s.paragraphs.append(
         "Core ideas come from the optimizers' definitions; the measured columns come from the "
         "runs above, so the table changes if the runs do."
@@ -269,6 +268,7 @@ def section_comparison(report: Report, result: DemoResult) -> None:
     s.tables.append(("RMSprop presets (from rmsprop.PRESETS)",
                      ["preset", "reproduces", "denominator", "v₀", "lr vs momentum", "centered"],
                      preset_rows))  # fmt: skip
+    return s
 
 
 # ----------------------------------------------------------------------------------------
@@ -284,7 +284,13 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False) -> int:
 
 
 def demo(out: Path, seed: int = 0, quick: bool = False) -> DemoResult:
+    """Run the sections and write the report. Sections 1 and 2 (NumPy only) run in a
+    second process beside the networks, which keep this one: on two cores the demo takes
+    about the time of the longer of the two instead of their sum."""
     from rich.progress import Progress
+
+    from .demo_digits import section_digits
+    from .demo_memory import section_memory
 
     out.mkdir(parents=True, exist_ok=True)
     result = DemoResult()
@@ -294,32 +300,74 @@ def demo(out: Path, seed: int = 0, quick: bool = False) -> DemoResult:
         f"neural network (seed {seed}{', quick run' if quick else ''}).",
     )
     start = time.perf_counter()
-    with Progress(transient=True) as bar:
+    with Progress(transient=True) as bar, _Beside(numpy_sections, out, seed, quick) as apart:
         task = bar.add_task("demo", total=5)
 
         def progress(what: str) -> None:
             bar.update(task, description=what)
 
-        progress("linear regression")
-        section_regression(report, out, seed, quick, result)
-        bar.advance(task)
-        section_race(report, out, quick, result, progress)
-        bar.advance(task)
-        from .demo_digits import section_digits
-
         progress("digits MLP")
-        section_digits(report, out, seed, quick, result, progress)
+        digits = section_digits(out, seed, quick, result, progress)
         bar.advance(task)
-        section_comparison(report, result)
+        memory = section_memory(out, seed, quick, result, progress)
         bar.advance(task)
-        from .demo_memory import section_memory
-
-        section_memory(report, out, seed, quick, result, progress)
+        progress("linear regression and the race on ill-conditioned problems")
+        regression, race, measured = apart.result()
+        result.slope, result.intercept, result.race = (
+            measured.slope,
+            measured.intercept,
+            measured.race,
+        )
+        result.pngs = [*measured.pngs, *result.pngs]
+        bar.advance(task, 2)
+        comparison = section_comparison(result)
         bar.advance(task)
+    report.sections = [regression, race, digits, comparison, memory]
     report.intro += f" Ran in {time.perf_counter() - start:.1f} s."
     report.environment = environment()
     result.report = report.write(out)
     return result
+
+
+def numpy_sections(out: Path, seed: int, quick: bool) -> tuple[Section, Section, DemoResult]:
+    """Sections 1 and 2 with a result of their own (what the second process runs)."""
+    measured = DemoResult()
+    regression = section_regression(out, seed, quick, measured)
+    return regression, section_race(out, quick, measured), measured
+
+
+class _Beside:
+    """``function(*args)`` in a second process (spawned: nothing of this one's state is
+    copied), read with ``result()``; where a process cannot be started, or dies, the
+    function runs here instead, so the demo's output does not depend on it."""
+
+    def __init__(self, function: Callable[..., Any], *args: Any) -> None:
+        self.function, self.args, self.pool, self.future = function, args, None, None
+
+    def __enter__(self) -> _Beside:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        try:
+            self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self.future = self.pool.submit(self.function, *self.args)
+        except (OSError, NotImplementedError, RuntimeError):  # no processes here: run it later
+            self.pool = self.future = None
+        return self
+
+    def result(self) -> Any:
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self.future is not None:
+            try:
+                return self.future.result()
+            except BrokenProcessPool:  # the process died (killed, out of memory): run it here
+                pass
+        return self.function(*self.args)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def environment() -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import Report
+from .report import Section
 
 
 def digits_data(seed: int):
@@ -84,7 +84,7 @@ def train(make_opt, data, seed: int, epochs: int, batch: int = 64, state_dtype=N
     return losses, accuracies, seconds, ran
 
 
-def section_digits(report: Report, out: Path, seed: int, quick: bool, result, progress) -> None:
+def section_digits(out: Path, seed: int, quick: bool, result, progress) -> Section:
     from .figures import pyplot, save
 
     plt = pyplot()
@@ -112,7 +112,7 @@ def section_digits(report: Report, out: Path, seed: int, quick: bool, result, pr
     ax2.set_ylim(max(0.0, lowest - 0.02), 1.0), ax2.legend(fontsize=8)
     png = save(fig, out, "digits.png", result.pngs)
 
-    s = report.section("3. Training a real model: an MLP on the digits dataset")
+    s = Section("3. Training a real model: an MLP on the digits dataset")
     s.paragraphs.append(
         f"scikit-learn's 8x8 digits (1,797 images, 10 classes; 75% train, 25% test), a 64-64-10 "
         f"tanh MLP, batch 64, {epochs} epochs. Every optimizer starts from the same weights "
@@ -139,3 +139,4 @@ def section_digits(report: Report, out: Path, seed: int, quick: bool, result, pr
         "single-tensor path (the same bits) while the fused kernel compiles in the "
         "background, then the fused kernel."
     )
+    return s

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .corpus import generated_text
-from .report import Report
+from .report import Section
 
 STATES = {"fp32": None, "bf16": "bfloat16", "int8": "int8"}
 HARD = ("quadratic-1e-2", "centered+momentum")  # the quality suite's hardest case
@@ -71,7 +71,7 @@ def train_char_lstm(state: str, seed: int, steps: int):
     return losses, accuracy, seconds, per_param
 
 
-def section_memory(report: Report, out: Path, seed: int, quick: bool, result, progress) -> None:
+def section_memory(out: Path, seed: int, quick: bool, result, progress) -> Section:
     import torch
 
     import rmsprop
@@ -110,7 +110,7 @@ def section_memory(report: Report, out: Path, seed: int, quick: bool, result, pr
     result.memory["legend"] = legend_labels(fig)
     png = save(fig, out, "memory.png", result.pngs)
 
-    s = report.section("5. Smaller optimizer state: fp32, bf16 and int8")
+    s = Section("5. Smaller optimizer state: fp32, bf16 and int8")
     s.paragraphs.append(
         "The same runs (same seed, same batches) with RMSprop's state stored in fp32, in bf16 "
         "with stochastic rounding, and in blockwise 8-bit codes (tensors of at least 4,096 "
@@ -147,6 +147,7 @@ def section_memory(report: Report, out: Path, seed: int, quick: bool, result, pr
                       "Bottom: the same runs as the difference from fp32 state, in percent "
                       "(moving mean), so that bf16 and int8 can be told apart."))  # fmt: skip
     del torch
+    return s
 
 
 def legend_labels(fig) -> list[str]:
