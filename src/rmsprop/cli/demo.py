@@ -120,16 +120,21 @@ def section_regression(out: Path, seed: int, quick: bool, result: DemoResult) ->
 
 
 def _best_run(factory: Callable[[float], ref.Transform], surface: Surface, steps: int, tol: float):
-    """Each optimizer gets its best lr from the same grid: a fair race."""
+    """Each optimizer gets its best lr from the same grid: a fair race. The best run
+    reaches the tolerance in the fewest steps, then has the lowest final loss, then the
+    smaller lr. The largest lrs run first (those that diverge stop at once); once one run
+    has reached the tolerance, the others run only as many steps as could still beat it:
+    the same winner as running every lr to the end, in a fraction of the steps."""
     best = None
-    for lr in LR_GRID:
+    for index in reversed(range(len(LR_GRID))):
+        budget = steps if best is None else min(steps, best[0])
         with np.errstate(all="ignore"):
-            run = run_on_surface(factory(lr), surface, steps, tol)
+            run = run_on_surface(factory(LR_GRID[index]), surface, budget, tol)
         key = run.steps_to_tol if run.steps_to_tol is not None else steps + 1
         final = run.losses[-1] if np.isfinite(run.losses[-1]) else np.inf
-        if best is None or (key, final) < (best[0], best[1]):
-            best = (key, final, lr, run)
-    return best[2], best[3]
+        if best is None or (key, final, index) < best[:3]:
+            best = (key, final, index, run)
+    return LR_GRID[best[2]], best[3]
 
 
 def section_race(out: Path, quick: bool, result: DemoResult) -> Section:
@@ -283,14 +288,19 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False) -> int:
     return 0
 
 
+HELPER_NICE = 15  # the helper's work is short: it yields the cores to the training here
+
+
 def demo(out: Path, seed: int = 0, quick: bool = False) -> DemoResult:
-    """Run the sections and write the report. Sections 1 and 2 (NumPy only) run in a
-    second process beside the networks, which keep this one: on two cores the demo takes
-    about the time of the longer of the two instead of their sum."""
+    """Run the sections and write the report. A helper process (``shared_work``, at a
+    lower priority) reads the digits data (scikit-learn's import is the slow part) and
+    runs sections 1 and 2 (NumPy only), while this process trains the networks, which
+    need both cores most."""
     from rich.progress import Progress
 
-    from .demo_digits import section_digits
+    from .demo_digits import digits_data, section_digits
     from .demo_memory import section_memory
+    from .shared_work import Job, SharedWork
 
     out.mkdir(parents=True, exist_ok=True)
     result = DemoResult()
@@ -299,20 +309,28 @@ def demo(out: Path, seed: int = 0, quick: bool = False) -> DemoResult:
         "What RMSprop does, shown on a regression, two ill-conditioned surfaces and a small "
         f"neural network (seed {seed}{', quick run' if quick else ''}).",
     )
+    digits_job, numpy_job = Job(digits_data, (seed,)), Job(numpy_sections, (out, seed, quick))
     start = time.perf_counter()
-    with Progress(transient=True) as bar, _Beside(numpy_sections, out, seed, quick) as apart:
+    with (
+        Progress(transient=True) as bar,
+        SharedWork([digits_job, numpy_job], nice=HELPER_NICE) as work,
+    ):
         task = bar.add_task("demo", total=5)
 
         def progress(what: str) -> None:
             bar.update(task, description=what)
 
+        progress("loading PyTorch")
+        import rmsprop.optim  # noqa: F401 (torch's import, while the helper reads the data)
+
         progress("digits MLP")
-        digits = section_digits(out, seed, quick, result, progress)
+        data = work.result(digits_job)
+        digits = section_digits(out, seed, quick, data, result, progress)
         bar.advance(task)
-        memory = section_memory(out, seed, quick, result, progress)
+        memory = section_memory(out, seed, quick, data, result, progress)
         bar.advance(task)
         progress("linear regression and the race on ill-conditioned problems")
-        regression, race, measured = apart.result()
+        regression, race, measured = work.result(numpy_job)
         result.slope, result.intercept, result.race = (
             measured.slope,
             measured.intercept,
@@ -334,40 +352,6 @@ def numpy_sections(out: Path, seed: int, quick: bool) -> tuple[Section, Section,
     measured = DemoResult()
     regression = section_regression(out, seed, quick, measured)
     return regression, section_race(out, quick, measured), measured
-
-
-class _Beside:
-    """``function(*args)`` in a second process (spawned: nothing of this one's state is
-    copied), read with ``result()``; where a process cannot be started, or dies, the
-    function runs here instead, so the demo's output does not depend on it."""
-
-    def __init__(self, function: Callable[..., Any], *args: Any) -> None:
-        self.function, self.args, self.pool, self.future = function, args, None, None
-
-    def __enter__(self) -> _Beside:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        try:
-            self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-            self.future = self.pool.submit(self.function, *self.args)
-        except (OSError, NotImplementedError, RuntimeError):  # no processes here: run it later
-            self.pool = self.future = None
-        return self
-
-    def result(self) -> Any:
-        from concurrent.futures.process import BrokenProcessPool
-
-        if self.future is not None:
-            try:
-                return self.future.result()
-            except BrokenProcessPool:  # the process died (killed, out of memory): run it here
-                pass
-        return self.function(*self.args)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def environment() -> dict[str, str]:

@@ -84,11 +84,11 @@ def train(make_opt, data, seed: int, epochs: int, batch: int = 64, state_dtype=N
     return losses, accuracies, seconds, ran
 
 
-def section_digits(out: Path, seed: int, quick: bool, result, progress) -> Section:
+def section_digits(out: Path, seed: int, quick: bool, data, result, progress) -> Section:
+    """Section 3 on ``data``, the arrays of ``digits_data(seed)``."""
     from .figures import pyplot, save
 
     plt = pyplot()
-    data = digits_data(seed)
     epochs = 10 if quick else 30
     curves = {}
     for name, (lr, make) in optimizers().items():

@@ -71,17 +71,17 @@ def train_char_lstm(state: str, seed: int, steps: int):
     return losses, accuracy, seconds, per_param
 
 
-def section_memory(out: Path, seed: int, quick: bool, result, progress) -> Section:
+def section_memory(out: Path, seed: int, quick: bool, data, result, progress) -> Section:
+    """Section 5; ``data`` holds the arrays of ``demo_digits.digits_data(seed)``."""
     import torch
 
     import rmsprop
 
     from . import quality
-    from .demo_digits import digits_data, train
+    from .demo_digits import train
     from .figures import pyplot, save
 
     plt = pyplot()
-    data = digits_data(seed)
     epochs = 6 if quick else 30
     lstm_steps = 100 if quick else 400
     digits, lstm = {}, {}

@@ -1,0 +1,99 @@
+"""Two processes share a list of jobs: this one and one helper (spawned, so nothing of
+this process's state is copied into it).
+
+The helper takes jobs from the front of the list, one at a time, as it finishes the
+previous one; this process asks for a result with :meth:`SharedWork.result`, which runs
+the job here when the helper has not taken it yet, or waits for the helper's result.
+Asking for the last jobs first lets both processes stay busy to the end (work
+stealing from the back). Where no process can be started, or the helper dies, every job
+it did not finish runs here, so results never depend on where a job ran (the jobs are
+deterministic functions of their arguments).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(eq=False)
+class Job:
+    """``function(*args)``: a module-level function and picklable arguments and result."""
+
+    function: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    future: Future | None = None  # set when the helper takes it
+
+
+class SharedWork:
+    """``with SharedWork(jobs) as work: ... work.result(job)``; the helper's CPU priority
+    is lowered by ``nice`` (0 to 19, as the ``nice`` command), so that the work in this
+    process, when it is the longer, keeps the cores."""
+
+    def __init__(self, jobs: list[Job], nice: int = 0) -> None:
+        self._waiting = deque(jobs)
+        self._nice = nice
+        self._lock = threading.Lock()
+        self._pool = None
+
+    def __enter__(self) -> SharedWork:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        try:
+            self._pool = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=lower_priority,
+                initargs=(self._nice,),
+            )
+        except (OSError, NotImplementedError, RuntimeError):  # no processes here
+            self._pool = None
+        self._give_next()
+        return self
+
+    def _give_next(self, _finished: Future | None = None) -> None:
+        """Hand the helper the first waiting job (called again as each one finishes)."""
+        with self._lock:
+            if self._pool is None or not self._waiting:
+                return
+            job = self._waiting[0]
+            try:
+                job.future = self._pool.submit(job.function, *job.args)
+            except RuntimeError:  # the helper died or is shut down: the rest run here
+                return
+            self._waiting.popleft()
+        job.future.add_done_callback(self._give_next)
+
+    def result(self, job: Job) -> Any:
+        """The job's result: computed here if the helper has not taken it (or died)."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        with self._lock:
+            here = job in self._waiting
+            if here:
+                self._waiting.remove(job)
+        if not here and job.future is not None:
+            try:
+                return job.future.result()
+            except BrokenProcessPool:  # killed (out of memory, say): run it here
+                pass
+        return job.function(*job.args)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._waiting.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def lower_priority(nice: int) -> None:
+    """Lower this process's CPU priority by ``nice`` where the system allows it."""
+    with contextlib.suppress(AttributeError, OSError):  # no nice here: the same priority
+        os.nice(nice)
