@@ -94,3 +94,36 @@ def test_the_character_lstm_gives_the_same_bits_in_either_process(state):
     assert job.future is not None  # the helper ran it
     here = train_char_lstm(state, 0, 8)
     assert there[0] == here[0] and there[1] == here[1] and there[3] == here[3]
+
+
+def test_later_jobs_reach_then_at_finish_newest_first():
+    seen = []
+    with SharedWork([]) as work:
+        for n in range(3):
+            work.later(pid_and, (n,), then=seen.append)
+        work.finish()
+    assert [value for _, value in seen] == [4, 2, 0]
+
+
+def test_later_without_a_helper_runs_now():
+    from rmsprop.cli.shared_work import run_now
+
+    seen = []
+    run_now(pid_and, (4,), then=seen.append)
+    assert seen == [(os.getpid(), 8)]
+
+
+def test_the_demo_figures_are_the_same_drawn_in_either_process(tmp_path):
+    """The figures of sections 3 and 5 are drawn by the helper: the same PNG bytes."""
+    from rmsprop.cli.demo_digits import draw_digits
+
+    curves = {
+        "SGD": ([1.0, 0.5, 0.25], [0.5, 0.7, 0.9]),
+        "RMSprop": ([1.0, 0.3, 0.1], [0.6, 0.8, 0.95]),
+    }
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    with SharedWork([job := Job(draw_digits, (tmp_path / "a", curves))]) as work:
+        work.result(job)
+    assert job.future is not None  # drawn by the helper
+    draw_digits(tmp_path / "b", curves)
+    assert (tmp_path / "a/digits.png").read_bytes() == (tmp_path / "b/digits.png").read_bytes()

@@ -293,9 +293,9 @@ HELPER_NICE = 15  # the helper's work is short: it yields the cores to the train
 
 def demo(out: Path, seed: int = 0, quick: bool = False) -> DemoResult:
     """Run the sections and write the report. A helper process (``shared_work``, at a
-    lower priority) reads the digits data (scikit-learn's import is the slow part) and
-    runs sections 1 and 2 (NumPy only), while this process trains the networks, which
-    need both cores most."""
+    lower priority) reads the digits data (scikit-learn's import is the slow part), runs
+    sections 1 and 2 (NumPy only) and draws the figures of sections 3 and 5, while this
+    process trains the networks, which need both cores most."""
     from rich.progress import Progress
 
     from .demo_digits import digits_data, section_digits
@@ -325,9 +325,9 @@ def demo(out: Path, seed: int = 0, quick: bool = False) -> DemoResult:
 
         progress("digits MLP")
         data = work.result(digits_job)
-        digits = section_digits(out, seed, quick, data, result, progress)
+        digits = section_digits(out, seed, quick, data, result, progress, work.later)
         bar.advance(task)
-        memory = section_memory(out, seed, quick, data, result, progress)
+        memory = section_memory(out, seed, quick, data, result, progress, work.later)
         bar.advance(task)
         progress("linear regression and the race on ill-conditioned problems")
         regression, race, measured = work.result(numpy_job)
@@ -339,6 +339,8 @@ def demo(out: Path, seed: int = 0, quick: bool = False) -> DemoResult:
         result.pngs = [*measured.pngs, *result.pngs]
         bar.advance(task, 2)
         comparison = section_comparison(result)
+        progress("figures")
+        work.finish()
         bar.advance(task)
     report.sections = [regression, race, digits, comparison, memory]
     report.intro += f" Ran in {time.perf_counter() - start:.1f} s."

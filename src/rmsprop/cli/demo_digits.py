@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .report import Section
+from .shared_work import run_now
 
 
 def digits_data(seed: int):
@@ -84,11 +85,11 @@ def train(make_opt, data, seed: int, epochs: int, batch: int = 64, state_dtype=N
     return losses, accuracies, seconds, ran
 
 
-def section_digits(out: Path, seed: int, quick: bool, data, result, progress) -> Section:
-    """Section 3 on ``data``, the arrays of ``digits_data(seed)``."""
-    from .figures import pyplot, save
-
-    plt = pyplot()
+def section_digits(
+    out: Path, seed: int, quick: bool, data, result, progress, later=run_now
+) -> Section:
+    """Section 3 on ``data``, the arrays of ``digits_data(seed)``; its figure is drawn by
+    ``later`` (``SharedWork.later``: in the demo's helper process)."""
     epochs = 10 if quick else 30
     curves = {}
     for name, (lr, make) in optimizers().items():
@@ -100,17 +101,9 @@ def section_digits(out: Path, seed: int, quick: bool, data, result, progress) ->
                                "epoch_ms": 1e3 * float(np.median(seconds[1:] or seconds)),
                                "first_epoch_ms": 1e3 * seconds[0]}  # fmt: skip
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
-    for name, (losses, accuracies) in curves.items():
-        style = "-" if name.startswith("RMSprop") else "--"
-        ax1.semilogy(range(1, epochs + 1), losses, style, label=name)
-        ax2.plot(range(1, epochs + 1), accuracies, style, label=name)
-    lowest = min(min(a) for _, a in curves.values())
-    ax1.set_title("training loss per epoch"), ax2.set_title("test accuracy per epoch")
-    ax1.set_xlabel("epoch"), ax1.set_ylabel("training loss"), ax1.legend(fontsize=8)
-    ax2.set_xlabel("epoch"), ax2.set_ylabel("test accuracy")
-    ax2.set_ylim(max(0.0, lowest - 0.02), 1.0), ax2.legend(fontsize=8)
-    png = save(fig, out, "digits.png", result.pngs)
+    later(draw_digits, (out, curves))
+    png = "digits.png"
+    result.pngs.append(out / png)
 
     s = Section("3. Training a real model: an MLP on the digits dataset")
     s.paragraphs.append(
@@ -140,3 +133,21 @@ def section_digits(out: Path, seed: int, quick: bool, data, result, progress) ->
         "background, then the fused kernel."
     )
     return s
+
+
+def draw_digits(out: Path, curves: dict[str, tuple[list[float], list[float]]]) -> None:
+    """``out/digits.png``: training loss and test accuracy per epoch of each optimizer."""
+    from .figures import pyplot, save
+
+    fig, (ax1, ax2) = pyplot().subplots(1, 2, figsize=(12, 4.2))
+    for name, (losses, accuracies) in curves.items():
+        style = "-" if name.startswith("RMSprop") else "--"
+        epochs = range(1, len(losses) + 1)
+        ax1.semilogy(epochs, losses, style, label=name)
+        ax2.plot(epochs, accuracies, style, label=name)
+    lowest = min(min(a) for _, a in curves.values())
+    ax1.set_title("training loss per epoch"), ax2.set_title("test accuracy per epoch")
+    ax1.set_xlabel("epoch"), ax1.set_ylabel("training loss"), ax1.legend(fontsize=8)
+    ax2.set_xlabel("epoch"), ax2.set_ylabel("test accuracy")
+    ax2.set_ylim(max(0.0, lowest - 0.02), 1.0), ax2.legend(fontsize=8)
+    save(fig, out, "digits.png", [])

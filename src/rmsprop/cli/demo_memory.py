@@ -14,6 +14,7 @@ import numpy as np
 
 from .corpus import generated_text
 from .report import Section
+from .shared_work import run_now
 
 STATES = {"fp32": None, "bf16": "bfloat16", "int8": "int8"}
 HARD = ("quadratic-1e-2", "centered+momentum")  # the quality suite's hardest case
@@ -71,17 +72,18 @@ def train_char_lstm(state: str, seed: int, steps: int):
     return losses, accuracy, seconds, per_param
 
 
-def section_memory(out: Path, seed: int, quick: bool, data, result, progress) -> Section:
-    """Section 5; ``data`` holds the arrays of ``demo_digits.digits_data(seed)``."""
+def section_memory(
+    out: Path, seed: int, quick: bool, data, result, progress, later=run_now
+) -> Section:
+    """Section 5; ``data`` holds the arrays of ``demo_digits.digits_data(seed)``; its
+    figure is drawn by ``later`` (``SharedWork.later``: in the demo's helper process)."""
     import torch
 
     import rmsprop
 
     from . import quality
     from .demo_digits import train
-    from .figures import pyplot, save
 
-    plt = pyplot()
     epochs = 6 if quick else 30
     lstm_steps = 100 if quick else 400
     digits, lstm = {}, {}
@@ -106,9 +108,10 @@ def section_memory(out: Path, seed: int, quick: bool, data, result, progress) ->
     result.memory = {"digits": digits, "lstm": lstm,
                      "hard": {name: {"loss": quality.final_loss(curve), "curve": curve}
                               for name, curve in hard.items()}}  # fmt: skip
-    fig = _figure(plt, digits, lstm, hard)
-    result.memory["legend"] = legend_labels(fig)
-    png = save(fig, out, "memory.png", result.pngs)
+    legend = functools.partial(result.memory.__setitem__, "legend")
+    later(draw_memory, (out, digits, lstm, hard), then=legend)
+    png = "memory.png"
+    result.pngs.append(out / png)
 
     s = Section("5. Smaller optimizer state: fp32, bf16 and int8")
     s.paragraphs.append(
@@ -153,6 +156,16 @@ def section_memory(out: Path, seed: int, quick: bool, data, result, progress) ->
 def legend_labels(fig) -> list[str]:
     """Every legend entry of ``fig`` (the tests check that each curve is named)."""
     return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+
+
+def draw_memory(out: Path, digits, lstm, hard) -> list[str]:
+    """``out/memory.png``; returns its legend entries (the tests check each curve is named)."""
+    from .figures import pyplot, save
+
+    fig = _figure(pyplot(), digits, lstm, hard)
+    labels = legend_labels(fig)
+    save(fig, out, "memory.png", [])
+    return labels
 
 
 def _figure(plt, digits, lstm, hard):

@@ -41,6 +41,8 @@ class SharedWork:
         self._nice = nice
         self._lock = threading.Lock()
         self._pool = None
+        self._running: Future | None = None
+        self._later: list[tuple[Job, Callable[[Any], None] | None]] = []
 
     def __enter__(self) -> SharedWork:
         import multiprocessing
@@ -58,10 +60,12 @@ class SharedWork:
         self._give_next()
         return self
 
-    def _give_next(self, _finished: Future | None = None) -> None:
-        """Hand the helper the first waiting job (called again as each one finishes)."""
+    def _give_next(self, finished: Future | None = None) -> None:
+        """Hand an idle helper the first waiting job (called again as each one finishes)."""
         with self._lock:
-            if self._pool is None or not self._waiting:
+            if finished is not None and finished is self._running:
+                self._running = None
+            if self._pool is None or self._running is not None or not self._waiting:
                 return
             job = self._waiting[0]
             try:
@@ -69,7 +73,27 @@ class SharedWork:
             except RuntimeError:  # the helper died or is shut down: the rest run here
                 return
             self._waiting.popleft()
+            self._running = job.future
         job.future.add_done_callback(self._give_next)
+
+    def later(
+        self, function: Callable[..., Any], args: tuple, then: Callable[[Any], None] | None = None
+    ) -> None:
+        """Add a job whose result is only needed at :meth:`finish`, which passes it to
+        ``then``."""
+        job = Job(function, args)
+        with self._lock:
+            self._waiting.append(job)
+            self._later.append((job, then))
+        self._give_next()
+
+    def finish(self) -> None:
+        """Wait for (or run here) every job added with :meth:`later`, newest first."""
+        while self._later:
+            job, then = self._later.pop()
+            value = self.result(job)
+            if then is not None:
+                then(value)
 
     def result(self, job: Job) -> Any:
         """The job's result: computed here if the helper has not taken it (or died)."""
@@ -97,3 +121,12 @@ def lower_priority(nice: int) -> None:
     """Lower this process's CPU priority by ``nice`` where the system allows it."""
     with contextlib.suppress(AttributeError, OSError):  # no nice here: the same priority
         os.nice(nice)
+
+
+def run_now(
+    function: Callable[..., Any], args: tuple, then: Callable[[Any], None] | None = None
+) -> None:
+    """:meth:`SharedWork.later` without a helper: run it here, now."""
+    value = function(*args)
+    if then is not None:
+        then(value)
