@@ -323,11 +323,11 @@ def demo(out: Path, seed: int = 0, quick: bool = False) -> DemoResult:
         progress("loading PyTorch")
         import rmsprop.optim  # noqa: F401 (torch's import, while the helper reads the data)
 
-        progress("digits MLP")
         data = work.result(digits_job)
-        digits = section_digits(out, seed, quick, data, result, progress, work.later)
-        bar.advance(task)
+        # section 5 first: the helper draws its figure while section 3 trains here
         memory = section_memory(out, seed, quick, data, result, progress, work.later)
+        bar.advance(task)
+        digits = section_digits(out, seed, quick, data, result, progress, work.later)
         bar.advance(task)
         progress("linear regression and the race on ill-conditioned problems")
         regression, race, measured = work.result(numpy_job)

@@ -113,8 +113,8 @@ class SharedWork:
     def __exit__(self, *exc: object) -> None:
         with self._lock:
             self._waiting.clear()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:  # the helper exits while this process goes on
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def lower_priority(nice: int) -> None:
