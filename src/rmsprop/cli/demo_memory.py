@@ -85,7 +85,7 @@ def section_memory(
     from .demo_digits import train
 
     epochs = 6 if quick else 30
-    lstm_steps = 100 if quick else 400
+    lstm_steps = 60 if quick else 400
     digits, lstm = {}, {}
     for name in STATES:
         progress(f"memory: digits MLP, {name} state")
