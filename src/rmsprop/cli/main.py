@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("rmsprop-report"), help="output folder")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--quick", action="store_true",
-                      help="a shorter run (14-16 s on 2 cores; 30 s on a fresh install)")  # fmt: skip
+                      help="a shorter run (11-13 s on 2 cores; 16 s on a fresh install)")  # fmt: skip
 
     bench = sub.add_parser("bench", help="time every implementation against torch.optim.RMSprop")
     bench.add_argument(
