@@ -16,6 +16,8 @@ import numpy as np
 from .report import Section
 from .shared_work import run_now
 
+DIGITS_PNG = "digits.png"
+
 
 def digits_data(seed: int):
     """Standardised digits (8x8 images, 10 classes): 75% train, 25% test."""
@@ -102,7 +104,7 @@ def section_digits(
                                "first_epoch_ms": 1e3 * seconds[0]}  # fmt: skip
 
     later(draw_digits, (out, curves))
-    png = "digits.png"
+    png = DIGITS_PNG  # drawn by the job above
     result.pngs.append(out / png)
 
     s = Section("3. Training a real model: an MLP on the digits dataset")
@@ -150,4 +152,4 @@ def draw_digits(out: Path, curves: dict[str, tuple[list[float], list[float]]]) -
     ax1.set_xlabel("epoch"), ax1.set_ylabel("training loss"), ax1.legend(fontsize=8)
     ax2.set_xlabel("epoch"), ax2.set_ylabel("test accuracy")
     ax2.set_ylim(max(0.0, lowest - 0.02), 1.0), ax2.legend(fontsize=8)
-    save(fig, out, "digits.png", [])
+    save(fig, out, DIGITS_PNG)

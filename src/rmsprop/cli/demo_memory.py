@@ -16,6 +16,8 @@ from .corpus import generated_text
 from .report import Section
 from .shared_work import run_now
 
+MEMORY_PNG = "memory.png"
+
 STATES = {"fp32": None, "bf16": "bfloat16", "int8": "int8"}
 HARD = ("quadratic-1e-2", "centered+momentum")  # the quality suite's hardest case
 
@@ -110,7 +112,7 @@ def section_memory(
                               for name, curve in hard.items()}}  # fmt: skip
     legend = functools.partial(result.memory.__setitem__, "legend")
     later(draw_memory, (out, digits, lstm, hard), then=legend)
-    png = "memory.png"
+    png = MEMORY_PNG  # drawn by the job above
     result.pngs.append(out / png)
 
     s = Section("5. Smaller optimizer state: fp32, bf16 and int8")
@@ -164,7 +166,7 @@ def draw_memory(out: Path, digits, lstm, hard) -> list[str]:
 
     fig = _figure(pyplot(), digits, lstm, hard)
     labels = legend_labels(fig)
-    save(fig, out, "memory.png", [])
+    save(fig, out, MEMORY_PNG)
     return labels
 
 

@@ -17,10 +17,12 @@ def pyplot():
     return plt
 
 
-def save(fig, out: Path, name: str, pngs: list[Path]) -> str:
-    """Write ``fig`` to ``out / name``, close it, record the path in ``pngs``; returns ``name``."""
+def save(fig, out: Path, name: str, pngs: list[Path] | None = None) -> str:
+    """Write ``fig`` to ``out / name``, close it, record the path in ``pngs`` (where
+    given); returns ``name``."""
     path = out / name
     fig.savefig(path, dpi=110, bbox_inches="tight")
     pyplot().close(fig)
-    pngs.append(path)
+    if pngs is not None:
+        pngs.append(path)
     return name

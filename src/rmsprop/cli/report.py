@@ -43,10 +43,6 @@ class Report:
     sections: list[Section] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)  # where the numbers come from
 
-    def section(self, title: str) -> Section:
-        self.sections.append(Section(title))
-        return self.sections[-1]
-
     def write(self, out: Path) -> Path:
         """Write ``index.html`` into ``out`` (the PNGs must already be there); figures are
         embedded as base64, so the HTML opens on its own."""
