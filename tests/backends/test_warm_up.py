@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("numba")
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 STEPS = textwrap.dedent("""
     import json, sys, time, torch, rmsprop
@@ -102,24 +107,166 @@ def test_one_background_process_compiles_every_kernel_a_program_needs(tmp_path):
     assert fused["p"] == warming["p"]
 
 
-def test_the_compile_process_answers_a_failed_kernel_and_goes_on(tmp_path):
-    """A kernel that cannot compile is answered ``failed`` (the training process then
-    loads it in a thread, where the error is reported) and the next one is compiled."""
+def _key():
     import torch
 
     import rmsprop
-    from rmsprop.backends import numba_compile, numba_cpu
+    from rmsprop.backends import numba_cpu
     from rmsprop.backends.base import Hyper
     from rmsprop.lowbit.forms import Storage
 
     opt = rmsprop.RMSprop([torch.zeros(3)], lr=1e-3)
-    good = numba_cpu.kernel_key(Hyper.from_group(opt.param_groups[0]), Storage.FLOAT, False)
-    lines = [json.dumps([list(good[0]), 99, False, "float32", "bad"]),
-             json.dumps([list(good[0]), 0, False, "float32", "good"])]  # fmt: skip
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
-    run = subprocess.run([sys.executable, "-m", "rmsprop.backends.numba_compile"],
-                         input="\n".join(lines) + "\n", capture_output=True, text=True,
-                         env=env, timeout=600)  # fmt: skip
+    return numba_cpu.kernel_key(Hyper.from_group(opt.param_groups[0]), Storage.FLOAT, False)
+
+
+def _request(folder, name, key, pid, when):
+    from rmsprop.backends import numba_compile
+
+    path = folder / numba_compile.REQUESTS / f"{name}.{pid}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([list(key[0]), key[1], key[2], "float32", name]))
+    os.utime(path, (when, when))
+    return path
+
+
+def test_the_compile_process_records_a_failed_kernel_and_goes_on(tmp_path, monkeypatch):
+    """A kernel that cannot compile gets a ``.failed`` marker saying why (a waiting program
+    then loads it in a thread, where the error is reported) and the next one is compiled;
+    the process exits when no live program waits, leaving no request behind."""
+    from rmsprop.backends import numba_compile
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    folder = numba_compile.cache_folder()
+    assert folder.parent == tmp_path
+    flags, _, bf16 = good = _key()
+    name = numba_compile.marker_name(good, "float32")
+    _request(folder, "rmsprop-kernel-bad.ready", (flags, 99, bf16), os.getpid(), 1000)
+    _request(folder, name, good, os.getpid(), 2000)
+    assert numba_compile.start_compiler(folder)
+    assert not numba_compile.start_compiler(folder)  # one process per folder
+    assert numba_compile._STARTED[-1].wait(timeout=600) == 0
+    assert "99 is not a valid Storage" in (folder / "rmsprop-kernel-bad.failed").read_text()
+    assert (folder / name).exists()
+    history = [
+        line.split()[1:3] for line in (folder / numba_compile.HISTORY).read_text().splitlines()
+    ]
+    assert history == [["rmsprop-kernel-bad.ready", "failed"], [name, "ok"]]
+    assert not list((folder / numba_compile.REQUESTS).iterdir())
+
+
+def test_requests_of_an_exited_program_are_dropped_and_the_process_exits(tmp_path, monkeypatch):
+    """A program that exited without withdrawing its request (killed): the compile process
+    compiles nothing for it and exits at once."""
+    from rmsprop.backends import numba_compile
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    folder = numba_compile.cache_folder()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    key = _key()
+    request = _request(folder, numba_compile.marker_name(key, "float32"), key, gone.pid, 1000)
+    start = time.perf_counter()
+    assert numba_compile.start_compiler(folder)
+    assert numba_compile._STARTED[-1].wait(timeout=120) == 0
+    assert time.perf_counter() - start < 30  # it compiled nothing
+    assert not request.exists() and not list(folder.glob("rmsprop-kernel-*"))
+    assert numba_compile.compiler_status(folder) is None
+
+
+@pytest.mark.slow
+def test_six_programs_on_one_empty_cache_share_one_compile_process(tmp_path):
+    """Six programs started together on an empty cache (two kernels each): at most one
+    compile process alive at any time (counted by environment), each kernel compiled
+    once, every program ends fused, and no process is left once the queue is done."""
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "shared_compile.py"), "--programs", "6",
+                          "--cache", str(tmp_path), "--timeout", "500"],
+                         capture_output=True, text=True, timeout=900)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.splitlines() == ["failed bad", "ok good"]
-    assert numba_compile.marker_name(good, "float32") in os.listdir(tmp_path)
+    result = json.loads(run.stdout)
+    assert result["most_compile_processes_at_once"] == 1, result
+    assert result["compile_processes_left_after_the_programs"] == 0, result
+    names = [name for name, outcome in result["kernels_compiled"] if outcome == "ok"]
+    assert len(names) == len(set(names)) == 2, result["kernels_compiled"]
+    assert result["programs_last_step"] == [["numba", "numba"]] * 6, result
+
+
+ISOLATED = textwrap.dedent("""
+    import json, sys, time, torch, rmsprop
+    from rmsprop.backends import numba_compile
+    p = torch.zeros(20_000, requires_grad=True)
+    opt = rmsprop.RMSprop([p], lr=1e-3, momentum=0.9)
+    ran, start = [], time.perf_counter()
+    while time.perf_counter() - start < float(sys.argv[1]):
+        p.grad = torch.ones(20_000); opt.step(); ran.append(opt.last_impl[0])
+        if ran[-1] == "numba" or len(ran) >= int(sys.argv[2]):
+            break
+        time.sleep(0.1)
+    folder = numba_compile.cache_folder()
+    print(json.dumps({"package": rmsprop.__file__, "ran": ran,
+                      "folder": None if folder is None else str(folder)}))
+""")
+
+
+def _isolated_install(tmp_path):
+    """A copy of the package whose own folder cannot be written (its backends/__pycache__
+    is a file: not even root can create the cache there), and an empty HOME."""
+    import rmsprop
+
+    site = tmp_path / "site"
+    shutil.copytree(Path(rmsprop.__file__).parent, site / "rmsprop",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    (site / "rmsprop" / "backends" / "__pycache__").write_text("not a folder")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "RMSPROP_BACKGROUND_COMPILE")}  # fmt: skip
+    env.update(PYTHONPATH=str(site), HOME=str(tmp_path / "home"), PYTHONDONTWRITEBYTECODE="1")
+    return site, env
+
+
+@pytest.mark.slow
+def test_a_read_only_package_folder_reaches_the_fused_kernel(tmp_path):
+    """No NUMBA_CACHE_DIR and a package folder that cannot be written (a root-owned
+    site-packages, a read-only image): numba caches under HOME, the readiness marker is
+    written where the kernel really is, and auto goes fused; ``rmsprop info`` and
+    ``rmsprop warmup`` name that folder."""
+    site, env = _isolated_install(tmp_path)
+    run = subprocess.run([sys.executable, "-c", ISOLATED, "500", "100000"], capture_output=True,
+                         text=True, env=env, timeout=900)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["package"].startswith(str(site))
+    folder = Path(result["folder"])
+    assert folder.parent == tmp_path / "home" / ".cache" / "numba"
+    assert list(folder.glob("numba_kernels*.nbi")), "numba did not cache the kernel there"
+    assert list(folder.glob("rmsprop-kernel-*.ready"))
+    assert result["ran"][0] == "single" and result["ran"][-1] == "numba", result["ran"]
+    for command in (["info"], ["warmup", "--momentum", "0.9"]):
+        shown = subprocess.run([sys.executable, "-m", "rmsprop", *command], capture_output=True,
+                               text=True, env=env, timeout=900)  # fmt: skip
+        assert shown.returncode == 0 and str(folder) in shown.stdout, shown.stdout + shown.stderr
+
+
+def test_with_no_writable_cache_auto_runs_the_single_path_and_says_so_once(tmp_path):
+    """Nothing writable (package folder, HOME, no NUMBA_CACHE_DIR): steps run the
+    single-tensor path with one log line; warmup and an explicit impl='numba' say why in
+    one line; info says there is no cache."""
+    _, env = _isolated_install(tmp_path)
+    env["HOME"] = str(tmp_path / "a-file")
+    (tmp_path / "a-file").write_text("HOME cannot hold a cache folder")
+    run = subprocess.run([sys.executable, "-c", ISOLATED, "60", "5"], capture_output=True,
+                         text=True, env=env, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["ran"] == ["single"] * 5 and result["folder"] is None
+    said = [line for line in run.stderr.splitlines() if "NUMBA_CACHE_DIR" in line]
+    assert len(said) == 1 and "writable" in said[0], run.stderr
+    warmup = subprocess.run([sys.executable, "-m", "rmsprop", "warmup"], capture_output=True,
+                            text=True, env=env, timeout=300)  # fmt: skip
+    assert warmup.returncode == 2 and "internal error" not in warmup.stderr
+    assert "NUMBA_CACHE_DIR" in warmup.stderr.splitlines()[-1], warmup.stderr
+    explicit = subprocess.run(
+        [sys.executable, "-c", "import torch, rmsprop; rmsprop.RMSprop([torch.zeros(2)], impl='numba')"],
+        capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert explicit.returncode == 1 and "NUMBA_CACHE_DIR" in explicit.stderr.splitlines()[-1]
+    info = subprocess.run([sys.executable, "-m", "rmsprop", "info"], capture_output=True,
+                          text=True, env=env, timeout=300)  # fmt: skip
+    assert info.returncode == 0 and "numba cache  none" in info.stdout, info.stdout + info.stderr

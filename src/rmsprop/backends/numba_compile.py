@@ -1,26 +1,50 @@
-"""Getting the fused CPU kernels compiled without making a step wait.
+"""Getting the fused CPU kernels compiled without making a step wait: one compile process
+per kernel cache, shared by every program on the machine.
 
 A kernel is compiled once per switch combination, storage and dtype (8-30 s each on two
 cores) and cached on disk by numba. With ``impl="auto"``, a step whose kernel is not
 loaded yet does not wait: the planner asks :func:`ready` and, if not, :func:`prepare`
-queues the kernel for one background process, which compiles the kernels it is sent one
-after another, at the lowest CPU priority, into numba's disk cache (one numba import for
-all of them, and never more than one compile competing with training). Meanwhile steps
-run the single-tensor path with an IEEE square root, which gives the kernel's bits. Once
-the process reports a kernel compiled, a thread of this process loads it from the cache
-(numba's import and the load take a second or two) and later steps run fused.
+requests the kernel and steps run the stand-in path meanwhile (the single-tensor
+arithmetic with the kernel's correctly rounded square root: the same bits). Once the
+kernel is in the cache, a thread of this process loads it (numba's import and the load
+take a second or two) and later steps run fused.
 
-The process outlives a short program: it finishes the kernels it was sent, so that the
-next run finds them in the cache, then exits. A marker file beside numba's cache records
-each compiled kernel (its name changes with the kernels' source and numba's version, as
-numba's own cache does). ``RMSPROP_BACKGROUND_COMPILE=0`` compiles and loads in the step
-instead (as an explicit ``impl="numba"`` always does); ``rmsprop warmup`` compiles ahead
-of time.
+The protocol lives in numba's cache folder (:func:`cache_folder`, found as numba finds
+it), so every program that shares a cache shares it:
+
+- ``rmsprop-requests/NAME.PID``: program PID waits for kernel NAME (written atomically).
+- ``rmsprop-compile.lock``: held (``flock``) by the one compile process of this folder.
+  A program that requests a kernel takes the lock if it is free and hands it to the
+  compile process it starts, so at most one runs per folder, whatever the number of
+  programs (``torchrun`` ranks, a sweep, test workers).
+- ``rmsprop-compile.json``: that process, the kernel it compiles, and since when
+  (``rmsprop info`` shows it).
+- ``rmsprop-kernel-HASH.ready`` / ``.failed``: a kernel compiled into the cache here, or
+  its compile failed (the text says why). The name changes with the kernels' source and
+  numba's version, as numba's own cache does.
+- ``rmsprop-compile.log``: one line per kernel compiled: when, which, the outcome, the
+  seconds it took, by which process.
+
+The compile process takes the oldest request whose program is alive, compiles it, and
+exits when no live program waits for a kernel (a program's requests go with it: removed
+at exit, and ignored once its process is gone). A kernel in progress when its last
+program exits is finished (8-30 s), so the next run finds it; nothing else is started.
+After ``RECYCLE_AFTER`` kernels it hands the lock to a fresh process, which bounds its
+memory (LLVM keeps what it compiled).
+
+A forked child of a process that has imported numba never enters a numba kernel (its
+thread pool and compiler locks were copied mid-state by ``fork``): ``auto`` runs the
+stand-in there and an explicit ``impl="numba"`` says why not. With no writable cache
+folder at all, numba cannot compile: ``auto`` runs the stand-in path, with one log line.
+``RMSPROP_BACKGROUND_COMPILE=0`` compiles and loads in the step instead (as an explicit
+``impl="numba"`` always does); ``rmsprop warmup`` compiles ahead of time.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -28,7 +52,9 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +64,43 @@ log = logging.getLogger("rmsprop")
 
 Key = tuple[Any, ...]  # (switch flags, storage, bf16 params): see numba_cpu.kernel_key
 
+LOOK_EVERY = 0.25  # seconds between two looks at the cache for a kernel a step waits for
+RECYCLE_AFTER = 8  # kernels one compile process compiles before a fresh one takes over
+KERNELS_SOURCE = Path(os.path.abspath(os.path.join(os.path.dirname(__file__), "numba_kernels.py")))
+LOCK, STATUS, REQUESTS = "rmsprop-compile.lock", "rmsprop-compile.json", "rmsprop-requests"
+HISTORY = "rmsprop-compile.log"  # one line per kernel compiled here: when, name, outcome
+
 _COMPILED: set[str] = set()  # kernels this process has run (loaded or compiled)
 _LOADERS: dict[str, threading.Thread] = {}  # kernels being loaded (or compiled) by a thread
+_REQUESTED: set[Path] = set()  # this process's request files
+_NEXT_LOOK: dict[str, float] = {}  # kernel -> when a step looks at the cache again
+_STARTED: list[subprocess.Popen] = []  # compile processes this process started (reaped)
+_FORKED_AFTER_NUMBA = False  # this process was forked from one that had imported numba
+_SAID: set[str] = set()  # reasons already logged
 
 
 def background() -> bool:
     """Compile in a separate process (the default) unless RMSPROP_BACKGROUND_COMPILE=0."""
     return os.environ.get("RMSPROP_BACKGROUND_COMPILE", "1") != "0"
+
+
+def unavailable_reason() -> str | None:
+    """Why this process cannot run numba's kernels although numba is installed (None: it
+    can): forked from a process that had imported numba, or no writable cache folder.
+    Said once in the log: ``auto`` then runs the single-tensor path."""
+    if _FORKED_AFTER_NUMBA:
+        reason = ("this process was forked from one that had loaded numba, whose thread pool "
+                  "and compiler are not fork-safe; start it with the 'spawn' start method "
+                  "(multiprocessing.set_start_method('spawn')) to run the fused kernel")  # fmt: skip
+    elif cache_folder() is None:
+        reason = ("numba has no writable folder for its kernel cache (beside the package, "
+                  "under HOME or in NUMBA_CACHE_DIR); set NUMBA_CACHE_DIR to a writable folder")  # fmt: skip
+    else:
+        return None
+    if reason not in _SAID:
+        _SAID.add(reason)
+        log.warning("rmsprop: the fused CPU kernel is not used: %s", reason)
+    return reason
 
 
 def ready(key: Key, math: str) -> bool:
@@ -59,19 +115,27 @@ def any_loaded() -> bool:
 
 
 def prepare(key: Key, math: str) -> None:
-    """Get the kernel ready without blocking: queued for the background compiler (unless a
-    marker says the disk cache has it), then loaded by a thread. Idempotent; cheap to call
-    on every step until ``ready``."""
+    """Get the kernel ready without blocking: requested from the folder's compile process
+    (started if none runs), then, once the cache has it, loaded by a thread. Cheap to call
+    on every step until ``ready``: it looks at the cache every ``LOOK_EVERY`` seconds."""
     name = marker_name(key, math)
-    if name in _COMPILED or name in _LOADERS:
+    now = time.monotonic()
+    if name in _COMPILED or name in _LOADERS or now < _NEXT_LOOK.get(name, 0.0):
         return
-    if not (cache_folder() / name).exists():
-        if _COMPILER.pending(name):
-            return
-        if name not in _COMPILER.failed:
-            _COMPILER.send(key, math, name)
-            return
-        log.warning("the background compile of a numba kernel failed; loading it in a thread")
+    _NEXT_LOOK[name] = now + LOOK_EVERY
+    _reap()
+    folder = cache_folder()
+    if folder is None:  # pragma: no cover - the planner asks unavailable_reason first
+        return
+    failed = folder / name.replace(".ready", ".failed")
+    if not (folder / name).exists() and not failed.exists():
+        _request(folder, key, math, name)
+        start_compiler(folder)
+        return
+    if failed.exists():
+        log.warning("the background compile of a numba kernel failed (%s); loading it in a "
+                    "thread, where the error is reported", failed)  # fmt: skip
+    _withdraw(folder, name)
     _LOADERS[name] = threading.Thread(target=_load, args=(key, math), daemon=True)
     _LOADERS[name].start()
 
@@ -82,7 +146,7 @@ def _load(key: Key, math: str) -> None:
     try:
         compile_here(key, math)
     except Exception:  # pragma: no cover - a foreground step will say what is wrong
-        log.exception("loading a numba kernel failed; steps stay on the single-tensor path")
+        log.exception("loading a numba kernel failed; steps stay on the stand-in path")
 
 
 def compile_here(key: Key, math: str) -> None:
@@ -94,84 +158,168 @@ def compile_here(key: Key, math: str) -> None:
     mark(key, math)
 
 
-class _Compiler:
-    """The one background process of this program: kernels are sent as JSON lines on its
-    stdin; it answers ``ok NAME`` or ``failed NAME`` on its stdout, read without blocking."""
-
-    def __init__(self) -> None:
-        self.process: subprocess.Popen | None = None
-        self.sent: set[str] = set()
-        self.failed: set[str] = set()
-        self.unread = b""
-
-    def send(self, key: Key, math: str, name: str) -> None:
-        if self.process is None or self.process.poll() is not None:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            os.set_blocking(self.process.stdout.fileno(), False)
-            self.unread = b""
-        flags, storage, bf16 = key
-        line = json.dumps([list(flags), int(storage), bool(bf16), math, name]) + "\n"
-        try:
-            self.process.stdin.write(line.encode())
-            self.process.stdin.flush()
-        except OSError:  # the process died: the kernel is loaded (compiled) by a thread
-            self.failed.add(name)
-            return
-        self.sent.add(name)
-        log.info("compiling a fused CPU kernel in the background; until it is ready, steps "
-                 "run the single-tensor path (the same bits)")  # fmt: skip
-
-    def pending(self, name: str) -> bool:
-        """Sent and not answered yet (the answers that arrived are read here)."""
-        if name not in self.sent:
-            return False
-        self._read()
-        if name in self.sent and self.process.poll() is not None:
-            self._read()  # its last answers, then whatever it did not answer failed
-            self.failed |= self.sent
-            self.sent.clear()
-        return name in self.sent
-
-    def _read(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            while chunk := self.process.stdout.read(65536):
-                self.unread += chunk
-        *lines, self.unread = self.unread.split(b"\n")
-        for line in lines:
-            outcome, _, name = line.decode().partition(" ")
-            self.sent.discard(name)
-            if outcome != "ok":
-                self.failed.add(name)
+# ------------------------------------------------------------------ the requests
+def _request(folder: Path, key: Key, math: str, name: str) -> None:
+    """Write this process's request for kernel ``name`` (once; atomically)."""
+    path = folder / REQUESTS / f"{name}.{os.getpid()}"
+    if path in _REQUESTED and path.exists():
+        return
+    flags, storage, bf16 = key
+    _write_atomically(path, json.dumps([list(flags), int(storage), bool(bf16), math, name]))
+    _REQUESTED.add(path)
+    log.info("compiling a fused CPU kernel in the background; until it is ready, steps run "
+             "the stand-in path (the same bits)")  # fmt: skip
 
 
-_COMPILER = _Compiler()
-
-
-def _serve() -> None:
-    """The background process: compile each kernel sent on stdin, in order, at the lowest
-    priority; answer on stdout. Kernels still queued when the program exits are compiled
-    all the same (the next run finds them in the cache)."""
+def _withdraw(folder: Path, name: str) -> None:
+    """Remove this process's request for kernel ``name`` (it is compiled, or failed)."""
+    path = folder / REQUESTS / f"{name}.{os.getpid()}"
+    _REQUESTED.discard(path)
     with contextlib.suppress(OSError):
-        os.nice(19)  # the training process comes first
-    answers = True
-    for line in sys.stdin:
-        flags, storage, bf16, math, name = json.loads(line)
-        try:
-            if not (cache_folder() / name).exists():  # another program may have compiled it
-                compile_here((tuple(flags), storage, bf16), math)
-            outcome = "ok"
-        except Exception:  # the training process loads it in a thread and reports the error
-            outcome = "failed"
-        if answers:
+        path.unlink()
+
+
+@atexit.register
+def _withdraw_all() -> None:
+    """At exit, no kernel this program waited for is compiled for it any more."""
+    for path in list(_REQUESTED):
+        with contextlib.suppress(OSError):
+            path.unlink()
+    _REQUESTED.clear()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def waiting(folder: Path) -> list[tuple[float, str, list[Any]]]:
+    """The kernels live programs wait for and that are neither compiled nor failed, oldest
+    request first: (time, name, request). Requests of exited programs and of kernels
+    already done are removed on the way."""
+    jobs: dict[str, tuple[float, list[Any]]] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder / REQUESTS):
+            name, _, pid = entry.name.rpartition(".")
+            if entry.name.startswith(".") or not pid.isdigit():
+                continue
+            done = (folder / name).exists() or (folder / name.replace(".ready", ".failed")).exists()
+            if done or not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                continue
             try:
-                print(outcome, name, flush=True)
-            except OSError:  # the program has exited: keep compiling, stop answering
-                answers = False
+                when = entry.stat().st_mtime
+                request = json.loads(Path(entry.path).read_text())
+            except (OSError, ValueError):
+                continue
+            if name not in jobs or when < jobs[name][0]:
+                jobs[name] = (when, request)
+    return sorted((when, name, request) for name, (when, request) in jobs.items())
 
 
+# ------------------------------------------------------------------ the compile process
+def _try_lock(folder: Path) -> int | None:
+    """An open descriptor holding the folder's compile lock, or None if another holds it."""
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def start_compiler(folder: Path) -> bool:
+    """Start the folder's compile process unless one runs; True if this call started it.
+    The lock is taken here and handed to the process, so two programs never both start
+    one."""
+    try:
+        fd = _try_lock(folder)
+    except OSError:
+        return False
+    if fd is None:
+        return False
+    try:
+        _STARTED.append(_spawn(folder, fd))
+    finally:
+        os.close(fd)  # the process holds the lock now
+    return True
+
+
+def _spawn(folder: Path, fd: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", __name__, str(folder), str(fd)], pass_fds=(fd,),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C meant for the program does not cut a compile short
+    )  # fmt: skip
+
+
+def _reap() -> None:
+    """Collect the exit status of compile processes this process started that ended."""
+    _STARTED[:] = [process for process in _STARTED if process.poll() is None]
+
+
+def compiler_status(folder: Path) -> dict[str, Any] | None:
+    """The folder's compile process (pid, kernel, since, compiled), or None if none runs."""
+    try:
+        status = json.loads((folder / STATUS).read_text())
+    except (OSError, ValueError):
+        return None
+    return status if _alive(int(status.get("pid", 0))) else None
+
+
+def _serve(folder: Path, fd: int) -> None:
+    """The compile process: holding the lock (``fd``), compile the oldest live request, one
+    after another, at the lowest CPU priority; exit when no live program waits."""
+    with contextlib.suppress(OSError):
+        os.nice(19)  # the training processes come first; their steps do not wait for it
+    compiled = 0
+    while True:
+        jobs = waiting(folder)
+        if not jobs:
+            os.close(fd)  # releases the lock; then look once more, for a request written
+            jobs = waiting(folder)  # while this process was deciding to exit
+            if not jobs or (fd := _try_lock(folder)) is None:
+                return
+            continue
+        if compiled >= RECYCLE_AFTER:  # a fresh process keeps the memory bounded
+            _spawn(folder, fd)
+            return
+        _, name, (flags, storage, bf16, math, _) = jobs[0]
+        status = {"pid": os.getpid(), "kernel": name, "since": time.time(), "compiled": compiled}
+        _write_atomically(folder / STATUS, json.dumps(status))
+        began, outcome = time.perf_counter(), "ok"
+        try:
+            compile_here((tuple(flags), storage, bf16), math)
+        except Exception as err:  # the waiting programs load it in a thread and report it
+            _write_atomically(folder / name.replace(".ready", ".failed"), repr(err))
+            outcome = "failed"
+        compiled += 1
+        with contextlib.suppress(OSError), open(folder / HISTORY, "a") as history:
+            history.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {name} {outcome} "
+                          f"{time.perf_counter() - began:.1f}s pid {os.getpid()}\n")  # fmt: skip
+
+
+# ------------------------------------------------------------------ markers and the folder
 @functools.lru_cache(maxsize=256)
 def marker_name(key: Key, math: str) -> str:
     """A name for the compiled kernel of ``key``: it changes with the kernels' source and
@@ -185,14 +333,42 @@ def marker_name(key: Key, math: str) -> str:
 def _source_stamp() -> tuple[Any, ...]:
     import importlib.metadata
 
-    source = Path(__file__).with_name("numba_kernels.py").stat()
+    source = KERNELS_SOURCE.stat()
     return source.st_mtime_ns, source.st_size, importlib.metadata.version("numba")
 
 
-def cache_folder() -> Path:
-    """Where numba caches the kernels (NUMBA_CACHE_DIR, else ``__pycache__`` beside them)."""
-    folder = os.environ.get("NUMBA_CACHE_DIR")
-    return Path(folder) if folder else Path(__file__).parent / "__pycache__"
+def cache_folder() -> Path | None:
+    """The folder numba caches the kernels in, found in numba's order: ``NUMBA_CACHE_DIR``,
+    ``__pycache__`` beside the kernels' source, the user's cache (``XDG_CACHE_HOME`` or
+    ``~/.cache``, under ``numba``), each only if it can be written (numba's own test).
+    None when none can: numba cannot cache (nor compile) the kernels here."""
+    return _find_folder(
+        os.environ.get("NUMBA_CACHE_DIR", ""),
+        os.environ.get("XDG_CACHE_HOME", ""),
+        os.path.expanduser("~"),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _find_folder(numba_cache_dir: str, xdg_cache_home: str, home: str) -> Path | None:
+    source_dir = os.path.dirname(str(KERNELS_SOURCE))
+    subpath = f"{os.path.basename(source_dir)}_{hashlib.sha1(source_dir.encode()).hexdigest()}"
+    candidates = [os.path.join(source_dir, "__pycache__")]
+    if numba_cache_dir:
+        candidates.insert(0, os.path.join(numba_cache_dir, subpath))
+    if sys.platform == "darwin":
+        user = os.path.join(home, "Library", "Caches")
+    else:
+        user = xdg_cache_home or os.path.join(home, ".cache")
+    candidates.append(os.path.join(user, "numba", subpath))
+    for candidate in candidates:
+        try:
+            os.makedirs(candidate, exist_ok=True)
+            tempfile.TemporaryFile(dir=candidate).close()
+        except OSError:
+            continue
+        return Path(candidate)
+    return None
 
 
 def mark(key: Key, math: str) -> None:
@@ -201,13 +377,27 @@ def mark(key: Key, math: str) -> None:
     if name in _COMPILED:
         return
     folder = cache_folder()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / name).touch()
-    except OSError:  # a read-only install: the process-local record still helps
-        pass
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            (folder / name).touch()
+            _withdraw(folder, name)
     _COMPILED.add(name)
 
 
+def _after_fork_in_child() -> None:
+    """A forked child starts with none of its parent's loads, requests or processes; if the
+    parent had imported numba, the child never enters a numba kernel."""
+    global _FORKED_AFTER_NUMBA
+    _FORKED_AFTER_NUMBA = _FORKED_AFTER_NUMBA or "numba" in sys.modules
+    _COMPILED.clear()
+    _LOADERS.clear()
+    _REQUESTED.clear()
+    _NEXT_LOOK.clear()
+    _STARTED.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 if __name__ == "__main__":
-    _serve()
+    _serve(Path(sys.argv[1]), int(sys.argv[2]))

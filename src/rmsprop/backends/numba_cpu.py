@@ -20,14 +20,16 @@ from . import host, numba_compile
 from .base import Batch, Facts, Hyper, to_scalar_lr
 
 NAME = "numba"
+IEEE_SQRT = True  # its kernels' square root is correctly rounded (widen uses it too)
 MATH_DTYPES = (torch.float32, torch.float64)
 
 
 def available() -> str | None:
-    """None if numba can be imported here (checked without importing it), else why not."""
+    """None if numba's kernels can run in this process (checked without importing numba),
+    else why not: numba missing, no writable kernel cache, or a fork of a numba process."""
     if importlib.util.find_spec("numba") is None or importlib.util.find_spec("llvmlite") is None:
         return "impl='numba' needs numba: pip install 'rmsprop[torch]' (or pip install numba)"
-    return None
+    return numba_compile.unavailable_reason()
 
 
 def refusal(facts: Facts, hp: Hyper) -> str | None:

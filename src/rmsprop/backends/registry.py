@@ -14,6 +14,7 @@ NAMES = tuple(MODULES)
 IMPLS = ("auto", *NAMES)
 
 _REASONS: dict[str, str | None] = {}
+os.register_at_fork(after_in_child=_REASONS.clear)  # a forked child may lose a back end
 
 
 def load(name: str) -> ModuleType:
@@ -22,7 +23,8 @@ def load(name: str) -> ModuleType:
 
 
 def unavailable_reason(name: str) -> str | None:
-    """Why back end ``name`` cannot load here, or None if it can (checked once)."""
+    """Why back end ``name`` cannot load here, or None if it can (checked once per
+    process)."""
     if name not in _REASONS:
         try:
             module = load(name)

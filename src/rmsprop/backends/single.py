@@ -56,17 +56,27 @@ def with_eps(s: Tensor, square_avg: Tensor, hp: Hyper) -> Tensor:
     """(7) ``sqrt(s + eps)`` or ``sqrt(s) + eps``, a new tensor (``s`` is ``square_avg``
     itself, which must not change, or a temporary that may)."""
     if hp.ieee_sqrt:
-        return _ieee_sqrt(s.add(hp.eps)) if hp.eps_in_sqrt else _ieee_sqrt(s).add_(hp.eps)
+        if hp.eps_in_sqrt:
+            return ieee_sqrt_(s.add(hp.eps))
+        root = ieee_sqrt_(s, torch.empty_like(s) if s is square_avg else s)
+        return root.add_(hp.eps)
     if hp.eps_in_sqrt:
         return s.add(hp.eps).sqrt_()
     avg = s.sqrt() if s is square_avg else s.sqrt_()
     return avg.add(hp.eps) if hp.differentiable else avg.add_(hp.eps)
 
 
-def _ieee_sqrt(s: Tensor) -> Tensor:
-    """A correctly rounded square root (NumPy's), a new tensor: the fused kernels' IEEE
-    sqrt, where torch's vectorised CPU sqrt is not always correctly rounded."""
-    return torch.from_numpy(np.sqrt(s.detach().cpu().numpy())).to(s.device)
+def ieee_sqrt_(s: Tensor, out: Tensor | None = None) -> Tensor:
+    """The correctly rounded square root of ``s`` written into ``out`` (``s`` itself by
+    default): the fused kernels' IEEE sqrt. On the CPU, NumPy's, computed on the tensors'
+    own memory (no copy), since torch's CPU ``sqrt`` (MKL's vector math) is not always
+    correctly rounded; on CUDA torch's, which is. Any shape (0-d included) and strides."""
+    out = s if out is None else out
+    if s.is_cpu:
+        np.sqrt(s.detach().numpy(), out=out.detach().numpy())
+    else:
+        torch.sqrt(s, out=out)
+    return out
 
 
 def apply_step_(

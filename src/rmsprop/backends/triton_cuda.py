@@ -46,6 +46,7 @@ from .base import Batch, Facts, Hyper, to_scalar_lr
 from .registry import triton_device
 
 NAME = "triton"
+IEEE_SQRT = True  # its kernels' square root is correctly rounded (widen uses it too)
 BLOCK = 1024
 # the codec constants, as Triton wants its globals
 _U_BASE, _U_SHIFT = tl.constexpr(U_BASE), tl.constexpr(U_SHIFT)
@@ -158,6 +159,20 @@ def _bf16_decode(bits16):
 
 
 @triton.jit
+def _to_stored(value, T: tl.constexpr):
+    """fp32 ``value`` stored as dtype ``T``, rounded to nearest even (as torch's ``.to``);
+    bf16 through its bits, so Triton's interpreter (whose bf16 cast truncates) and the GPU
+    write the same bits. NaN becomes the canonical bf16 NaN."""
+    if T == tl.bfloat16:  # noqa: SIM300 (T is a compile-time dtype, not a constant)
+        bits = value.to(tl.uint32, bitcast=True)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        nan = (bits & 0x7FFFFFFF) > 0x7F800000
+        rounded = tl.where(nan, tl.full((), 0x7FC0, tl.uint32), rounded)
+        return rounded.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    return value.to(T)
+
+
+@triton.jit
 def _bf16_round(value, hashes):
     """``codecs.stochastic_round_to_bf16``: add 16 random low bits (of ``hashes``, the
     stream's ``_hash32``), truncate; NaN becomes the canonical bf16 NaN, ±Inf stays."""
@@ -246,7 +261,8 @@ def _store_state(value, ptr_bits, scale_ptr, quant_block, offs, mask, noise, FOR
                  SIGNED: tl.constexpr, STATE_T: tl.constexpr):  # fmt: skip
     """Encode and store one state buffer; ``noise`` from ``_state_noise``."""
     if FORMAT == 0:
-        tl.store(ptr_bits.to(tl.pointer_type(STATE_T)) + offs, value.to(STATE_T), mask=mask)
+        tl.store(ptr_bits.to(tl.pointer_type(STATE_T)) + offs, _to_stored(value, STATE_T),
+                 mask=mask)  # fmt: skip
     elif FORMAT == 1:
         tl.store(
             ptr_bits.to(tl.pointer_type(tl.uint16)) + offs, _bf16_round(value, noise), mask=mask
@@ -320,7 +336,7 @@ def _kernel(
         rounded = _bf16_round(p, _hash32(offs, tl.load(row + 3)))
         tl.store(p_ptr.to(tl.pointer_type(tl.uint16)) + offs, rounded, mask=mask)
     else:
-        tl.store(p_ptr + offs, p.to(PARAM_T), mask=mask)
+        tl.store(p_ptr + offs, _to_stored(p, PARAM_T), mask=mask)
 
 
 _TL = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}

@@ -14,6 +14,7 @@ encode the same way in registers.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -31,11 +32,15 @@ def math_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float64, torch.complex64, torch.complex128) else torch.float32
 
 
-def step(run: Callable[[Batch, Any, Hyper], None], batch: Batch, lr, hp: Hyper) -> None:
+def step(run: Callable[[Batch, Any, Hyper], None], batch: Batch, lr, hp: Hyper,
+         ieee_sqrt: bool = False) -> None:  # fmt: skip
     """``run`` (a back end's native ``step``) on working copies of each tensor in turn; in
     the variance form (centered compact state) the single-tensor ``update_variance_``,
-    which computes what the fused kernels compute."""
+    which computes what the fused kernels compute (with their correctly rounded square
+    root where ``ieee_sqrt``: the fused back ends')."""
     names, variance = hp.buffers(batch.storage), hp.variance_form(batch.storage)
+    if variance and ieee_sqrt and not hp.ieee_sqrt:
+        hp = replace(hp, ieee_sqrt=True)
     for i in range(len(batch)):
         param, owner, state = batch.params[i], batch.owners[i], batch.states[i]
         math = math_dtype(param.dtype)

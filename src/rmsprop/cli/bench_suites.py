@@ -80,5 +80,10 @@ SUITES = {
         tuple((4096,) for _ in range(4000)),
         state_params=("fp32",),
     ),
+    "mlp": Suite(
+        "mlp",
+        "an 85,002-parameter MLP (64-256-256-10: six tensors): a step's fixed costs",
+        ((256, 64), (256,), (256, 256), (256,), (10, 256), (10,)),
+    ),
     "tiny": Suite("tiny", "smoke test: 3 tensors", ((64, 64), (64,), (10, 64))),
 }

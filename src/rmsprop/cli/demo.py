@@ -9,7 +9,8 @@ rmsprop presets; (4) the comparison table, built from the presets and measured r
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -288,19 +289,12 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False) -> int:
     return 0
 
 
-HELPER_NICE = 15  # the helper's work is short: it yields the cores to the training here
-
-
 def demo(out: Path, seed: int = 0, quick: bool = False) -> DemoResult:
-    """Run the sections and write the report. A helper process (``shared_work``, at a
-    lower priority) reads the digits data (scikit-learn's import is the slow part), runs
-    sections 1 and 2 (NumPy only) and draws the figures of sections 3 and 5, while this
-    process trains the networks, which need both cores most."""
-    from rich.progress import Progress
-
+    """Run the sections in order in this process and write the report (``quick``: fewer
+    epochs and steps). Progress shows as a bar on a terminal and as one line per stage
+    otherwise (a log, a pipe)."""
     from .demo_digits import digits_data, section_digits
     from .demo_memory import section_memory
-    from .shared_work import Job, SharedWork
 
     out.mkdir(parents=True, exist_ok=True)
     result = DemoResult()
@@ -309,51 +303,42 @@ def demo(out: Path, seed: int = 0, quick: bool = False) -> DemoResult:
         "What RMSprop does, shown on a regression, two ill-conditioned surfaces and a small "
         f"neural network (seed {seed}{', quick run' if quick else ''}).",
     )
-    digits_job, numpy_job = Job(digits_data, (seed,)), Job(numpy_sections, (out, seed, quick))
     start = time.perf_counter()
-    with (
-        Progress(transient=True) as bar,
-        SharedWork([digits_job, numpy_job], nice=HELPER_NICE) as work,
-    ):
-        task = bar.add_task("demo", total=5)
-
-        def progress(what: str) -> None:
-            bar.update(task, description=what)
-
-        progress("loading PyTorch")
-        import rmsprop.optim  # noqa: F401 (torch's import, while the helper reads the data)
-
-        data = work.result(digits_job)
-        # section 5 first: the helper draws its figure while section 3 trains here
-        memory = section_memory(out, seed, quick, data, result, progress, work.later)
-        bar.advance(task)
-        digits = section_digits(out, seed, quick, data, result, progress, work.later)
-        bar.advance(task)
-        progress("linear regression and the race on ill-conditioned problems")
-        regression, race, measured = work.result(numpy_job)
-        result.slope, result.intercept, result.race = (
-            measured.slope,
-            measured.intercept,
-            measured.race,
-        )
-        result.pngs = [*measured.pngs, *result.pngs]
-        bar.advance(task, 2)
+    with stages_shown() as progress:
+        progress("linear regression")
+        regression = section_regression(out, seed, quick, result)
+        progress("the race on ill-conditioned problems")
+        race = section_race(out, quick, result)
+        progress("loading PyTorch and the digits data")
+        data = digits_data(seed)
+        digits = section_digits(out, seed, quick, data, result, progress)
+        memory = section_memory(out, seed, quick, data, result, progress)
         comparison = section_comparison(result)
-        progress("figures")
-        work.finish()
-        bar.advance(task)
-    report.sections = [regression, race, digits, comparison, memory]
-    report.intro += f" Ran in {time.perf_counter() - start:.1f} s."
-    report.environment = environment()
-    result.report = report.write(out)
+        progress("writing the report")
+        report.sections = [regression, race, digits, comparison, memory]
+        report.intro += f" Ran in {time.perf_counter() - start:.1f} s."
+        report.environment = environment()
+        result.report = report.write(out)
     return result
 
 
-def numpy_sections(out: Path, seed: int, quick: bool) -> tuple[Section, Section, DemoResult]:
-    """Sections 1 and 2 with a result of their own (what the second process runs)."""
-    measured = DemoResult()
-    regression = section_regression(out, seed, quick, measured)
-    return regression, section_race(out, quick, measured), measured
+@contextmanager
+def stages_shown() -> Iterator[Callable[[str], None]]:
+    """A ``progress(stage)`` callable: a transient bar on a terminal; elsewhere a line per
+    stage on stdout with the seconds since the start, flushed (a redirected run shows
+    where it is)."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console()
+    if console.is_terminal:
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, transient=True, console=console) as bar:
+            task = bar.add_task("demo", total=None)
+            yield lambda stage: bar.update(task, description=stage)
+        return
+    start = time.perf_counter()
+    yield lambda stage: print(f"[{time.perf_counter() - start:5.1f} s] {stage}", flush=True)
 
 
 def environment() -> dict[str, str]:

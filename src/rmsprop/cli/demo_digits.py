@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from .report import Section
-from .shared_work import run_now
 
 DIGITS_PNG = "digits.png"
 
@@ -87,11 +86,8 @@ def train(make_opt, data, seed: int, epochs: int, batch: int = 64, state_dtype=N
     return losses, accuracies, seconds, ran
 
 
-def section_digits(
-    out: Path, seed: int, quick: bool, data, result, progress, later=run_now
-) -> Section:
-    """Section 3 on ``data``, the arrays of ``digits_data(seed)``; its figure is drawn by
-    ``later`` (``SharedWork.later``: in the demo's helper process)."""
+def section_digits(out: Path, seed: int, quick: bool, data, result, progress) -> Section:
+    """Section 3 on ``data``, the arrays of ``digits_data(seed)``."""
     epochs = 10 if quick else 30
     curves = {}
     for name, (lr, make) in optimizers().items():
@@ -103,8 +99,8 @@ def section_digits(
                                "epoch_ms": 1e3 * float(np.median(seconds[1:] or seconds)),
                                "first_epoch_ms": 1e3 * seconds[0]}  # fmt: skip
 
-    later(draw_digits, (out, curves))
-    png = DIGITS_PNG  # drawn by the job above
+    draw_digits(out, curves)
+    png = DIGITS_PNG
     result.pngs.append(out / png)
 
     s = Section("3. Training a real model: an MLP on the digits dataset")

@@ -14,7 +14,6 @@ import numpy as np
 
 from .corpus import generated_text
 from .report import Section
-from .shared_work import run_now
 
 MEMORY_PNG = "memory.png"
 
@@ -74,11 +73,8 @@ def train_char_lstm(state: str, seed: int, steps: int):
     return losses, accuracy, seconds, per_param
 
 
-def section_memory(
-    out: Path, seed: int, quick: bool, data, result, progress, later=run_now
-) -> Section:
-    """Section 5; ``data`` holds the arrays of ``demo_digits.digits_data(seed)``; its
-    figure is drawn by ``later`` (``SharedWork.later``: in the demo's helper process)."""
+def section_memory(out: Path, seed: int, quick: bool, data, result, progress) -> Section:
+    """Section 5; ``data`` holds the arrays of ``demo_digits.digits_data(seed)``."""
     import torch
 
     import rmsprop
@@ -110,9 +106,8 @@ def section_memory(
     result.memory = {"digits": digits, "lstm": lstm,
                      "hard": {name: {"loss": quality.final_loss(curve), "curve": curve}
                               for name, curve in hard.items()}}  # fmt: skip
-    legend = functools.partial(result.memory.__setitem__, "legend")
-    later(draw_memory, (out, digits, lstm, hard), then=legend)
-    png = MEMORY_PNG  # drawn by the job above
+    result.memory["legend"] = draw_memory(out, digits, lstm, hard)
+    png = MEMORY_PNG
     result.pngs.append(out / png)
 
     s = Section("5. Smaller optimizer state: fp32, bf16 and int8")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import time
 from typing import Any
 
 PACKAGES = ("rmsprop", "numpy", "torch", "numba", "triton", "jax", "optax", "keras")
@@ -30,20 +31,36 @@ def backends() -> dict[str, str]:
 
 
 def numba_cache() -> dict[str, Any]:
-    """Where numba keeps the compiled kernels, and how many files / bytes are there."""
+    """Where numba keeps the compiled kernels (the folder the step itself uses), how many
+    files / bytes are there, and the folder's compile process and queue."""
     from ..backends import unavailable_reason
 
-    if unavailable_reason("numba") is not None:
-        return {"location": "-", "files": 0, "bytes": 0}
+    empty = {"location": "-", "files": 0, "bytes": 0, "compiler": None, "queue": [],
+             "why not": unavailable_reason("numba")}  # fmt: skip
+    if empty["why not"] is not None:
+        return empty
     from ..backends import numba_compile
 
     folder = numba_compile.cache_folder()
-    files = [f for f in folder.glob("numba_kernels*") if f.is_file()] if folder.is_dir() else []
+    files = [f for f in folder.glob("numba_kernels*") if f.is_file()]
     return {
         "location": str(folder),
         "files": len(files),
         "bytes": sum(f.stat().st_size for f in files),
+        "compiler": numba_compile.compiler_status(folder),
+        "queue": [name for _, name, _ in numba_compile.waiting(folder)],
+        "why not": None,
     }
+
+
+def compiler_line(cache: dict[str, Any]) -> str:
+    """The compile process of the cache folder, in words."""
+    status, queue = cache["compiler"], cache["queue"]
+    if status is None:
+        return "none running" + (f" ({len(queue)} kernel(s) waiting)" if queue else "")
+    since = time.time() - status["since"]
+    return (f"process {status['pid']}, compiling {status['kernel']} for {since:.0f} s; "
+            f"{len(queue)} kernel(s) waiting")  # fmt: skip
 
 
 CASES = {
@@ -103,8 +120,14 @@ def show_info(console=None) -> int:
     console.print(f"[bold]threads[/bold]  torch {torch.get_num_threads()}, "
                   f"cpus {os.cpu_count()}")  # fmt: skip
     cache = numba_cache()
-    console.print(f"[bold]numba cache[/bold]  {cache['location']}: {cache['files']} files, "
-                  f"{cache['bytes'] / 2**20:.1f} MiB")  # fmt: skip
+    if cache["why not"] is not None:
+        from rich.markup import escape
+
+        console.print(f"[bold]numba cache[/bold]  none: {escape(cache['why not'])}")
+    else:
+        console.print(f"[bold]numba cache[/bold]  {cache['location']}: {cache['files']} files, "
+                      f"{cache['bytes'] / 2**20:.1f} MiB")  # fmt: skip
+        console.print(f"[bold]kernel compile process[/bold]  {compiler_line(cache)}")
     console.print("[bold]impl='auto' takes[/bold]")
     for case, choice in auto_choices().items():
         console.print(f"  {case}: {choice}")

@@ -20,6 +20,13 @@ def warm_up(presets: list[str], states: list[str], changes: dict[str, Any], cons
     import rmsprop
     from rmsprop.presets import get_preset
 
+    from ..backends import numba_compile, unavailable_reason
+    from .checks import UsageError
+
+    reason = unavailable_reason("numba")
+    if reason is not None:
+        raise UsageError(f"the fused CPU kernels cannot be compiled here: {reason}")
+    console.print(f"numba's kernel cache: {numba_compile.cache_folder()}", soft_wrap=True)
     combinations = {"as given": changes} if changes else COMBINATIONS
     for preset in presets:
         for state in states:

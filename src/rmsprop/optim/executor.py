@@ -57,4 +57,5 @@ def _run(plan: Plan, task: Task, batch: Batch) -> None:
     elif task.mode == "native":
         load(plan.impl).step(batch, lr, hp)
     else:
-        widen.step(load(plan.impl).step, batch, lr, hp)
+        backend = load(plan.impl)
+        widen.step(backend.step, batch, lr, hp, getattr(backend, "IEEE_SQRT", False))

@@ -42,6 +42,8 @@ COMPLEX = frozenset(FLOATING[4:])
 #: parameter dtype -> the dtypes its gradient and state buffers may have
 _HOLDS = {dtype: COMPLEX if dtype.is_complex else REAL_FLOATS for dtype in FLOATING}
 STEP_DTYPES = (torch.float32, torch.float64)
+#: the path ``auto`` runs while the fused CPU kernel it chose compiles (the same bits)
+STAND_IN = "single"
 
 
 class Problem(Exception):
@@ -140,9 +142,10 @@ def plan_tensors(index: int, group: dict[str, Any], owners: list[Tensor], positi
 
 
 def _wait_for_no_compile(plan: Plan) -> None:
-    """``auto`` chose numba but a kernel it needs is not compiled yet: the kernel compiles
-    in a separate process while this step runs the single-tensor path with numba's IEEE
-    square root (the same bits); a later step, once it is ready, runs fused."""
+    """``auto`` chose numba but a kernel it needs is not loaded yet: it is requested from
+    the background compile process while this step runs the stand-in path (torch's
+    per-tensor operations with the kernel's correctly rounded square root: the same bits);
+    a later step, once the kernel is loaded, runs fused."""
     from ..backends import numba_compile, numba_cpu
 
     if not numba_compile.background():
@@ -155,12 +158,12 @@ def _wait_for_no_compile(plan: Plan) -> None:
         return
     for job in waiting:
         numba_compile.prepare(*job)  # a process compiles it, a thread loads it: no waiting here
-    plan.impl, plan.hp = "single", replace(plan.hp, ieee_sqrt=True)
-    plan.tasks = [Task(_mode("single", t.facts), t.facts, t.index) for t in plan.tasks]
+    plan.impl, plan.hp = STAND_IN, replace(plan.hp, ieee_sqrt=True)
+    plan.tasks = [Task(_mode(STAND_IN, t.facts), t.facts, t.index) for t in plan.tasks]
     plan.passed_over["numba"] = (
         "its kernel for these switches is being compiled or loaded in the background; "
-        "until then the single-tensor path runs with the kernel's IEEE square root (the "
-        "same bits)"
+        f"until then the {STAND_IN} path runs with the kernel's correctly rounded square "
+        "root (the same bits)"
     )
 
 
