@@ -4,8 +4,9 @@ whether one is left when the work is done, and when each program's steps go fuse
 
     python benchmarks/shared_compile.py --programs 6 --json out.json
 
-Each program trains two parameter groups (plain; momentum + centered: two kernels) with
-``impl="auto"`` and the background compile on, until both run fused. Processes are
+Each program trains ``--kernels`` parameter groups (default two: plain, and momentum +
+centered; up to 16 switch combinations, one kernel each) with ``impl="auto"`` and the
+background compile on, until every group runs fused. Processes are
 counted by their environment (a tag only these programs and their children carry), not
 by name. Every 0.1 s the compile processes' resident memory is read from /proc.
 """
@@ -24,18 +25,23 @@ import uuid
 from pathlib import Path
 
 PROGRAM = textwrap.dedent("""
-    import json, sys, time, torch, rmsprop
+    import itertools, json, sys, time, torch, rmsprop
+    kernels = int(sys.argv[2])
+    combos = list(itertools.product((0.0, 0.9), (False, True), (False, True), (0.0, 0.01)))
+    switches = [{"momentum": m, "centered": c, "eps_in_sqrt": e, "weight_decay": w}
+                for m, c, e, w in combos]
+    first = [0, 12]  # plain; momentum + centered
+    switches = [switches[i] for i in first + [i for i in range(16) if i not in first]]
     gen = torch.Generator().manual_seed(0)
-    ps = [torch.zeros(50_000, requires_grad=True) for _ in range(2)]
-    opt = rmsprop.RMSprop([{"params": [ps[0]]},
-                           {"params": [ps[1]], "momentum": 0.9, "centered": True}], lr=1e-3)
+    ps = [torch.zeros(50_000, requires_grad=True) for _ in range(kernels)]
+    opt = rmsprop.RMSprop([{"params": [p], **s} for p, s in zip(ps, switches)], lr=1e-3)
     ran, start, fused_at = [], time.perf_counter(), None
     while time.perf_counter() - start < float(sys.argv[1]):
         for p in ps:
             p.grad = torch.randn(50_000, generator=gen)
         opt.step()
-        ran.append([opt.last_impl[0], opt.last_impl[1]])
-        if ran[-1] == ["numba", "numba"]:
+        ran.append([opt.last_impl[i] for i in range(kernels)])
+        if ran[-1] == ["numba"] * kernels:
             fused_at = time.perf_counter() - start
             break
         time.sleep(0.1)  # the model's own work
@@ -67,12 +73,12 @@ def memory_mb(pid: int) -> float:
     return 0.0
 
 
-def run(programs: int, cache: Path, timeout: float) -> dict:
+def run(programs: int, cache: Path, timeout: float, kernels: int = 2) -> dict:
     tag = uuid.uuid4().hex
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "RMSPROP_BENCH_TAG": tag}
     env.pop("RMSPROP_BACKGROUND_COMPILE", None)  # as shipped: on
     start = time.perf_counter()
-    running = [subprocess.Popen([sys.executable, "-c", PROGRAM, str(timeout)], env=env,
+    running = [subprocess.Popen([sys.executable, "-c", PROGRAM, str(timeout), str(kernels)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(programs)]  # fmt: skip
     mine = {p.pid for p in running}
@@ -95,6 +101,7 @@ def run(programs: int, cache: Path, timeout: float) -> dict:
     history = folder.read_text().splitlines() if folder else []
     return {
         "programs": programs,
+        "kernels_per_program": kernels,
         "most_compile_processes_at_once": most,
         "compile_processes_in_all": len(seen),
         "peak_compile_process_rss_mb": round(peak_mb, 1),
@@ -112,12 +119,20 @@ def run(programs: int, cache: Path, timeout: float) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--programs", type=int, default=6)
+    parser.add_argument(
+        "--kernels",
+        type=int,
+        default=2,
+        choices=range(1, 17),
+        metavar="1..16",
+        help="kernels each program needs (switch combinations)",
+    )
     parser.add_argument("--timeout", type=float, default=600, help="seconds a program may run")
     parser.add_argument("--cache", type=Path, help="the kernel cache (default: a new empty one)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        result = run(args.programs, args.cache or Path(tmp), args.timeout)
+        result = run(args.programs, args.cache or Path(tmp), args.timeout, args.kernels)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

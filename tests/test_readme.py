@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+CONSTRAINTS = README.parent / "constraints.txt"
 
 
 def _blocks(lang: str) -> list[str]:
@@ -22,6 +23,18 @@ def test_quick_start_has_two_commands():
     assert len(commands) == 2
     assert commands[0].endswith("rmsprop demo")
     assert "pytest" in commands[1]
+
+
+def test_the_quick_start_pins_only_releases_pypi_hosts():
+    """The Quick start's constraints name no local version label (``torch==2.13.0+cpu``):
+    PyPI hosts no such build, so with PyPI alone the install fails to resolve (``.ci/run``
+    resolves both Quick start installs with pip's configuration off)."""
+    pins = [line.split("#")[0].strip() for line in CONSTRAINTS.read_text().splitlines()]
+    pins = [pin for pin in pins if pin]
+    assert pins and all("+" not in pin for pin in pins), pins
+    assert "-c constraints.txt" in _blocks("bash")[0]
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "PIP_CONFIG_FILE=/dev/null" in ci and "--dry-run" in ci
 
 
 def test_linear_regression_example_recovers_the_line(capsys):

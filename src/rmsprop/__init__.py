@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import reference
+from . import _fork, reference  # noqa: F401 (_fork: the fork hook, registered now)
 from .algorithm import ALGORITHM
 from .presets import PRESETS, Preset, get_preset
 

@@ -56,7 +56,7 @@ class Hyper:
 
     @classmethod
     def from_group(cls, group: dict[str, Any]) -> Hyper:
-        return cls(**{f.name: group[f.name] for f in fields(cls) if f.name in group})
+        return cls(**{name: group[name] for name in _HYPER_FIELDS if name in group})
 
     def buffers(self, storage: Storage = Storage.FLOAT) -> list[str]:
         """The state buffers these switches keep with ``storage`` (``lowbit.state``)."""
@@ -80,6 +80,9 @@ class Hyper:
             "MOMENTUM_MODE": 0 if self.momentum == 0 else (2 if self.lr_in_momentum else 1),
             "NESTEROV": int(self.nesterov),
         }
+
+
+_HYPER_FIELDS = tuple(f.name for f in fields(Hyper))
 
 
 class Facts(NamedTuple):
@@ -171,6 +174,11 @@ def as_real(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
     )
 
 
+def any_low_precision(tensors: Sequence[Tensor | None]) -> bool:
+    """Is any of ``tensors`` fp16 or bf16 (so ``upcast`` computes on fp32 copies)?"""
+    return any(t is not None and t.dtype in LOW_PRECISION for t in tensors)
+
+
 @contextmanager
 def upcast(tensors: Sequence[Tensor | None]) -> Iterator[tuple[Tensor | None, ...]]:
     """Yield fp32 working copies of fp16/bf16 tensors (others as they are); on exit, write
@@ -179,7 +187,7 @@ def upcast(tensors: Sequence[Tensor | None]) -> Iterator[tuple[Tensor | None, ..
     The update math therefore runs in fp32 whatever the storage dtype, as torch's fused
     Adam does; ``torch.optim.RMSprop`` computes in the parameter's dtype instead.
     """
-    if not any(t is not None and t.dtype in LOW_PRECISION for t in tensors):
+    if not any_low_precision(tensors):
         yield tuple(tensors)
         return
     work = tuple(t.float() if t is not None and t.dtype in LOW_PRECISION else t for t in tensors)

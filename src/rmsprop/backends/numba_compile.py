@@ -58,6 +58,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import _fork
 from ..lowbit.forms import Storage
 
 log = logging.getLogger("rmsprop")
@@ -75,7 +76,6 @@ _LOADERS: dict[str, threading.Thread] = {}  # kernels being loaded (or compiled)
 _REQUESTED: set[Path] = set()  # this process's request files
 _NEXT_LOOK: dict[str, float] = {}  # kernel -> when a step looks at the cache again
 _STARTED: list[subprocess.Popen] = []  # compile processes this process started (reaped)
-_FORKED_AFTER_NUMBA = False  # this process was forked from one that had imported numba
 _SAID: set[str] = set()  # reasons already logged
 
 
@@ -88,7 +88,7 @@ def unavailable_reason() -> str | None:
     """Why this process cannot run numba's kernels although numba is installed (None: it
     can): forked from a process that had imported numba, or no writable cache folder.
     Said once in the log: ``auto`` then runs the single-tensor path."""
-    if _FORKED_AFTER_NUMBA:
+    if _fork.parent_had_numba:
         reason = ("this process was forked from one that had loaded numba, whose thread pool "
                   "and compiler are not fork-safe; start it with the 'spawn' start method "
                   "(multiprocessing.set_start_method('spawn')) to run the fused kernel")  # fmt: skip
@@ -138,6 +138,21 @@ def prepare(key: Key, math: str) -> None:
     _withdraw(folder, name)
     _LOADERS[name] = threading.Thread(target=_load, args=(key, math), daemon=True)
     _LOADERS[name].start()
+
+
+def await_the_compiler(key: Key, math: str) -> None:
+    """Before this process compiles a kernel itself (an explicit ``impl="numba"``, or
+    ``RMSPROP_BACKGROUND_COMPILE=0``): if the folder's compile process is compiling that
+    kernel now, wait for it and load it from the cache, rather than compile it twice."""
+    folder = cache_folder()
+    name = marker_name(key, math)
+    if folder is None or name in _COMPILED:
+        return
+    while not (folder / name).exists():
+        status = compiler_status(folder)
+        if status is None or status.get("kernel") != name:
+            return
+        time.sleep(0.1)
 
 
 def _load(key: Key, math: str) -> None:
@@ -385,10 +400,8 @@ def mark(key: Key, math: str) -> None:
 
 
 def _after_fork_in_child() -> None:
-    """A forked child starts with none of its parent's loads, requests or processes; if the
-    parent had imported numba, the child never enters a numba kernel."""
-    global _FORKED_AFTER_NUMBA
-    _FORKED_AFTER_NUMBA = _FORKED_AFTER_NUMBA or "numba" in sys.modules
+    """A forked child starts with none of its parent's loads, requests or processes
+    (whether it may use numba at all: ``rmsprop._fork``)."""
     _COMPILED.clear()
     _LOADERS.clear()
     _REQUESTED.clear()

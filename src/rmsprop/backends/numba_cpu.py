@@ -72,10 +72,13 @@ def step(batch: Batch, lr, hp: Hyper) -> None:
     every tensor's param, gradient and state are read once and written once; compact
     state is decoded, updated and encoded in registers (the same bits as the per-tensor
     path of ``lowbit.state`` and as ``triton_cuda.step``)."""
-    from . import numba_kernels as kernels
-
     lr = float(to_scalar_lr(lr))
     math = host.NUMPY_DTYPES[batch.params[0].dtype]
+    key = kernel_key(hp, batch.storage, batch.round_param)
+    if not numba_compile.ready(key, str(math)):
+        numba_compile.await_the_compiler(key, str(math))  # never two compiles of one kernel
+    from . import numba_kernels as kernels
+
     grads = [g if g.is_contiguous() else g.contiguous() for g in batch.grads]
     pointers, scales = host.address_table(batch, grads, hp.buffers(batch.storage))
     steps = host.next_steps(batch.steps) if host.needs_steps(hp, batch) else None
@@ -92,7 +95,7 @@ def step(batch: Batch, lr, hp: Hyper) -> None:
     )  # everything that could raise, before a write
     kernels.increment_steps(batch.steps, False)  # (1)
     kernel(*arguments)
-    numba_compile.mark(kernel_key(hp, batch.storage, batch.round_param), str(math))
+    numba_compile.mark(key, str(math))
 
 
 def kernel_key(hp: Hyper, storage: Storage, bf16_params: bool) -> tuple[Any, ...]:

@@ -639,8 +639,8 @@ __all__ = ["any_nonfinite", "increment_steps", "kernel_for", "kernel_key", "kern
 
 def compile_kernel(key: tuple[Any, ...], math: str) -> None:
     """Compile (or load from the disk cache) the kernel of ``key`` for ``math`` ("float32"
-    or "float64") by running it once on a block of dummy data: what a background warm-up
-    process does, so that the training process later loads it from the cache."""
+    or "float64"), for the argument types of a step, without running it: what the
+    background compile process does, and a training process's loading thread."""
     _, storage, bf16_params = key
     storage = Storage(storage)
     dtype = np.dtype(math)
@@ -655,5 +655,7 @@ def compile_kernel(key: tuple[Any, ...], math: str) -> None:
                         np.int64)  # fmt: skip
     scale_pointers = np.array([[s.ctypes.data for s in scales]], np.int64)
     corrections = np.ones((1, 3), dtype)
-    kernel_of(key)(pointers, np.array([n], np.int64), corrections, *host.work_items((n,), CHUNK),
-                   np.full(11, 0.5, dtype), scale_pointers, np.zeros((1, 4), np.uint64))  # fmt: skip
+    arguments = (pointers, np.array([n], np.int64), corrections, *host.work_items((n,), CHUNK),
+                 np.full(11, 0.5, dtype), scale_pointers, np.zeros((1, 4), np.uint64))  # fmt: skip
+    # compiled for these argument types, not run: no parallel launch from a loading thread
+    kernel_of(key).compile(tuple(numba.typeof(a) for a in arguments))

@@ -14,7 +14,17 @@ from torch import Tensor
 
 from ..algorithm import variance_weights
 from ..lowbit.forms import Storage
-from .base import LOW_PRECISION, Batch, Facts, Hyper, as_real, step_value, to_scalar_lr, upcast
+from .base import (
+    LOW_PRECISION,
+    Batch,
+    Facts,
+    Hyper,
+    any_low_precision,
+    as_real,
+    step_value,
+    to_scalar_lr,
+    upcast,
+)
 
 
 def ema_square_(square_avg: Tensor, grad: Tensor, alpha: float, form: str) -> None:
@@ -148,8 +158,11 @@ def single_tensor_rmsprop(
     lr = to_scalar_lr(lr)
     for i, param in enumerate(params):
         tensors = (param, grads[i], square_avgs[i], grad_avgs[i], momentum_buffers[i])
-        with upcast(tensors) as (p, g, v, m, b):
-            update_one_(p, g, v, m, b, state_steps[i], lr, hp)
+        if any_low_precision(tensors):
+            with upcast(tensors) as (p, g, v, m, b):
+                update_one_(p, g, v, m, b, state_steps[i], lr, hp)
+        else:  # the usual case, without the context manager's cost
+            update_one_(*tensors, state_steps[i], lr, hp)
 
 
 def update_variance_(
