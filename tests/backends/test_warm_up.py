@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -132,7 +131,7 @@ def _request(folder, name, key, pid, when):
 def test_the_compile_process_records_a_failed_kernel_and_goes_on(tmp_path, monkeypatch):
     """A kernel that cannot compile gets a ``.failed`` marker saying why (a waiting program
     then loads it in a thread, where the error is reported) and the next one is compiled;
-    the process exits when no live program waits, leaving no request behind."""
+    the process exits when the queue is empty, leaving no request behind."""
     from rmsprop.backends import numba_compile
 
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
@@ -154,9 +153,12 @@ def test_the_compile_process_records_a_failed_kernel_and_goes_on(tmp_path, monke
     assert not list((folder / numba_compile.REQUESTS).iterdir())
 
 
-def test_requests_of_an_exited_program_are_dropped_and_the_process_exits(tmp_path, monkeypatch):
-    """A program that exited without withdrawing its request (killed): the compile process
-    compiles nothing for it and exits at once."""
+def test_a_short_programs_kernel_is_compiled_after_it_exits_then_the_process_exits(
+    tmp_path, monkeypatch
+):
+    """A program that asked for a kernel and exited (or was killed): the compile process
+    still compiles it, once (the next run finds it in the cache), answers the request,
+    leaves no status behind and exits."""
     from rmsprop.backends import numba_compile
 
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
@@ -164,20 +166,23 @@ def test_requests_of_an_exited_program_are_dropped_and_the_process_exits(tmp_pat
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     key = _key()
-    request = _request(folder, numba_compile.marker_name(key, "float32"), key, gone.pid, 1000)
-    start = time.perf_counter()
+    name = numba_compile.marker_name(key, "float32")
+    request = _request(folder, name, key, gone.pid, 1000)
     assert numba_compile.start_compiler(folder)
-    assert numba_compile._STARTED[-1].wait(timeout=120) == 0
-    assert time.perf_counter() - start < 30  # it compiled nothing
-    assert not request.exists() and not list(folder.glob("rmsprop-kernel-*"))
+    assert numba_compile._STARTED[-1].wait(timeout=600) == 0
+    assert (folder / name).exists() and not request.exists()
+    assert not (folder / numba_compile.STATUS).exists()
     assert numba_compile.compiler_status(folder) is None
+    assert numba_compile.waiting(folder) == []
 
 
 @pytest.mark.slow
 def test_six_programs_on_one_empty_cache_share_one_compile_process(tmp_path):
     """Six programs started together on an empty cache (two kernels each): at most one
     compile process alive at any time (counted by environment), each kernel compiled
-    once, every program ends fused, and no process is left once the queue is done."""
+    once, every program ends fused, and no process is left once the queue is done. (The
+    programs sleep between steps, as a model's own work would leave the CPU idle: the
+    compile runs at the lowest priority.)"""
     run = subprocess.run([sys.executable, str(BENCHMARKS / "shared_compile.py"), "--programs", "6",
                           "--cache", str(tmp_path), "--timeout", "500"],
                          capture_output=True, text=True, timeout=900)  # fmt: skip

@@ -12,7 +12,7 @@ take a second or two) and later steps run fused.
 The protocol lives in numba's cache folder (:func:`cache_folder`, found as numba finds
 it), so every program that shares a cache shares it:
 
-- ``rmsprop-requests/NAME.PID``: program PID waits for kernel NAME (written atomically).
+- ``rmsprop-requests/NAME.PID``: program PID asked for kernel NAME (written atomically).
 - ``rmsprop-compile.lock``: held (``flock``) by the one compile process of this folder.
   A program that requests a kernel takes the lock if it is free and hands it to the
   compile process it starts, so at most one runs per folder, whatever the number of
@@ -25,12 +25,15 @@ it), so every program that shares a cache shares it:
 - ``rmsprop-compile.log``: one line per kernel compiled: when, which, the outcome, the
   seconds it took, by which process.
 
-The compile process takes the oldest request whose program is alive, compiles it, and
-exits when no live program waits for a kernel (a program's requests go with it: removed
-at exit, and ignored once its process is gone). A kernel in progress when its last
-program exits is finished (8-30 s), so the next run finds it; nothing else is started.
-After ``RECYCLE_AFTER`` kernels it hands the lock to a fresh process, which bounds its
-memory (LLVM keeps what it compiled).
+The compile process takes the oldest request, compiles it, and exits when the queue is
+empty. Requests outlive the program that wrote them: a short program's kernels are
+compiled after it exits, once each, so that its next run finds them in the cache; no
+kernel is compiled that no program asked for. It runs at the lowest CPU priority, in the
+program's own session (a session of its own would get an equal share of the CPU under
+Linux's autogroup scheduling, whatever its nice value): training comes first, and on a
+machine whose cores the training keeps busy the compile waits for idle time (``rmsprop
+warmup`` compiles ahead of time). After ``RECYCLE_AFTER`` kernels it hands the lock to a
+fresh process, which bounds its memory (LLVM keeps what it compiled).
 
 A forked child of a process that has imported numba never enters a numba kernel (its
 thread pool and compiler locks were copied mid-state by ``fork``): ``auto`` runs the
@@ -42,7 +45,6 @@ folder at all, numba cannot compile: ``auto`` runs the stand-in path, with one l
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
 import functools
@@ -59,7 +61,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import _fork
-from ..lowbit.forms import Storage
 
 log = logging.getLogger("rmsprop")
 
@@ -75,7 +76,7 @@ _COMPILED: set[str] = set()  # kernels this process has run (loaded or compiled)
 _LOADERS: dict[str, threading.Thread] = {}  # kernels being loaded (or compiled) by a thread
 _REQUESTED: set[Path] = set()  # this process's request files
 _NEXT_LOOK: dict[str, float] = {}  # kernel -> when a step looks at the cache again
-_STARTED: list[subprocess.Popen] = []  # compile processes this process started (reaped)
+_STARTED: list[subprocess.Popen] = []  # compile processes this process started
 _SAID: set[str] = set()  # reasons already logged
 
 
@@ -123,12 +124,11 @@ def prepare(key: Key, math: str) -> None:
     if name in _COMPILED or name in _LOADERS or now < _NEXT_LOOK.get(name, 0.0):
         return
     _NEXT_LOOK[name] = now + LOOK_EVERY
-    _reap()
     folder = cache_folder()
     if folder is None:  # pragma: no cover - the planner asks unavailable_reason first
         return
     failed = folder / name.replace(".ready", ".failed")
-    if not (folder / name).exists() and not failed.exists():
+    if not done(folder, name):
         _request(folder, key, math, name)
         start_compiler(folder)
         return
@@ -166,6 +166,7 @@ def _load(key: Key, math: str) -> None:
 
 def compile_here(key: Key, math: str) -> None:
     """Compile (or load from the disk cache) the kernel of ``key`` in this process."""
+    from ..lowbit.forms import Storage
     from . import numba_kernels
 
     flags, storage, bf16 = key
@@ -190,17 +191,7 @@ def _withdraw(folder: Path, name: str) -> None:
     """Remove this process's request for kernel ``name`` (it is compiled, or failed)."""
     path = folder / REQUESTS / f"{name}.{os.getpid()}"
     _REQUESTED.discard(path)
-    with contextlib.suppress(OSError):
-        path.unlink()
-
-
-@atexit.register
-def _withdraw_all() -> None:
-    """At exit, no kernel this program waited for is compiled for it any more."""
-    for path in list(_REQUESTED):
-        with contextlib.suppress(OSError):
-            path.unlink()
-    _REQUESTED.clear()
+    _remove(path)
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -227,19 +218,16 @@ def _alive(pid: int) -> bool:
 
 
 def waiting(folder: Path) -> list[tuple[float, str, list[Any]]]:
-    """The kernels live programs wait for and that are neither compiled nor failed, oldest
-    request first: (time, name, request). Requests of exited programs and of kernels
-    already done are removed on the way."""
+    """The kernels asked for that are neither compiled nor failed, oldest request first:
+    (time, name, request). Requests of kernels already done are removed on the way."""
     jobs: dict[str, tuple[float, list[Any]]] = {}
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder / REQUESTS):
             name, _, pid = entry.name.rpartition(".")
             if entry.name.startswith(".") or not pid.isdigit():
                 continue
-            done = (folder / name).exists() or (folder / name.replace(".ready", ".failed")).exists()
-            if done or not _alive(int(pid)):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+            if done(folder, name):
+                _remove(entry.path)
                 continue
             try:
                 when = entry.stat().st_mtime
@@ -249,6 +237,16 @@ def waiting(folder: Path) -> list[tuple[float, str, list[Any]]]:
             if name not in jobs or when < jobs[name][0]:
                 jobs[name] = (when, request)
     return sorted((when, name, request) for name, (when, request) in jobs.items())
+
+
+def done(folder: Path, name: str) -> bool:
+    """Is kernel ``name`` compiled into the cache, or has its compile failed?"""
+    return (folder / name).exists() or (folder / name.replace(".ready", ".failed")).exists()
+
+
+def _remove(path: str | Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 # ------------------------------------------------------------------ the compile process
@@ -274,9 +272,12 @@ def start_compiler(folder: Path) -> bool:
     if fd is None:
         return False
     try:
-        _STARTED.append(_spawn(folder, fd))
+        process = _spawn(folder, fd)
     finally:
         os.close(fd)  # the process holds the lock now
+    _STARTED.append(process)
+    # its exit status is collected as it ends (no zombie while the program goes on)
+    threading.Thread(target=process.wait, daemon=True, name="rmsprop-compile-reaper").start()
     return True
 
 
@@ -284,13 +285,9 @@ def _spawn(folder: Path, fd: int) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", __name__, str(folder), str(fd)], pass_fds=(fd,),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,  # a Ctrl-C meant for the program does not cut a compile short
     )  # fmt: skip
-
-
-def _reap() -> None:
-    """Collect the exit status of compile processes this process started that ended."""
-    _STARTED[:] = [process for process in _STARTED if process.poll() is None]
+    # (not a session of its own: Linux's autogroup scheduling would then share the CPU
+    # between the session and the program's as equals, whatever its nice value says)
 
 
 def compiler_status(folder: Path) -> dict[str, Any] | None:
@@ -303,14 +300,14 @@ def compiler_status(folder: Path) -> dict[str, Any] | None:
 
 
 def _serve(folder: Path, fd: int) -> None:
-    """The compile process: holding the lock (``fd``), compile the oldest live request, one
-    after another, at the lowest CPU priority; exit when no live program waits."""
-    with contextlib.suppress(OSError):
-        os.nice(19)  # the training processes come first; their steps do not wait for it
+    """The compile process: holding the lock (``fd``), compile the oldest request, one after
+    another, at the lowest CPU priority (taken before anything is imported: see the end of
+    this file); exit when none is left."""
     compiled = 0
     while True:
         jobs = waiting(folder)
         if not jobs:
+            _remove(folder / STATUS)
             os.close(fd)  # releases the lock; then look once more, for a request written
             jobs = waiting(folder)  # while this process was deciding to exit
             if not jobs or (fd := _try_lock(folder)) is None:
@@ -329,6 +326,8 @@ def _serve(folder: Path, fd: int) -> None:
             _write_atomically(folder / name.replace(".ready", ".failed"), repr(err))
             outcome = "failed"
         compiled += 1
+        for request in (folder / REQUESTS).glob(f"{name}.*"):  # asked for, and answered
+            _remove(request)
         with contextlib.suppress(OSError), open(folder / HISTORY, "a") as history:
             history.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {name} {outcome} "
                           f"{time.perf_counter() - began:.1f}s pid {os.getpid()}\n")  # fmt: skip
@@ -413,4 +412,13 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 if __name__ == "__main__":
+    # The training processes come first, from this process's first instruction on: it runs
+    # at the lowest priority before it imports numba and torch (seconds of CPU at start).
+    # (This module imports neither at its top; ``python -m`` imported only light packages.)
+    with contextlib.suppress(OSError):
+        os.nice(19)
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for the program does not
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # cut a compile short; it exits when done
     _serve(Path(sys.argv[1]), int(sys.argv[2]))

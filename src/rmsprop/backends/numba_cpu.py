@@ -8,6 +8,7 @@ step wait (``needed`` here says which kernel a step needs).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from typing import Any
 
@@ -98,6 +99,7 @@ def step(batch: Batch, lr, hp: Hyper) -> None:
     numba_compile.mark(key, str(math))
 
 
+@functools.lru_cache(maxsize=256)
 def kernel_key(hp: Hyper, storage: Storage, bf16_params: bool) -> tuple[Any, ...]:
     """What a kernel is specialised on: (switch flags, storage, bf16 params) (the same as
     ``numba_kernels.kernel_key``, computed without importing numba)."""

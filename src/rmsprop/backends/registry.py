@@ -17,9 +17,15 @@ _REASONS: dict[str, str | None] = {}
 os.register_at_fork(after_in_child=_REASONS.clear)  # a forked child may lose a back end
 
 
+_LOADED: dict[str, ModuleType] = {}
+
+
 def load(name: str) -> ModuleType:
     """The module of back end ``name`` (imported on first use)."""
-    return importlib.import_module(f"{__package__}.{MODULES[name]}")
+    module = _LOADED.get(name)
+    if module is None:
+        module = _LOADED[name] = importlib.import_module(f"{__package__}.{MODULES[name]}")
+    return module
 
 
 def unavailable_reason(name: str) -> str | None:

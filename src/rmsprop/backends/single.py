@@ -82,8 +82,8 @@ def ieee_sqrt_(s: Tensor, out: Tensor | None = None) -> Tensor:
     own memory (no copy), since torch's CPU ``sqrt`` (MKL's vector math) is not always
     correctly rounded; on CUDA torch's, which is. Any shape (0-d included) and strides."""
     out = s if out is None else out
-    if s.is_cpu:
-        np.sqrt(s.detach().numpy(), out=out.detach().numpy())
+    if s.is_cpu:  # (temporaries and state: no autograd history to detach from)
+        np.sqrt(s.numpy(), out=out.numpy())
     else:
         torch.sqrt(s, out=out)
     return out

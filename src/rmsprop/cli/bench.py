@@ -107,8 +107,8 @@ def _candidates(device: str) -> dict[str, Callable[[list, dict], Any]]:
         "torch.compile(torch.optim)": lambda ps, kw: torch.optim.RMSprop(ps, lr=1e-3, **kw),
         "rmsprop single": lambda ps, kw: rmsprop.RMSprop(ps, lr=1e-3, impl="single", **kw),
         "rmsprop foreach": lambda ps, kw: rmsprop.RMSprop(ps, lr=1e-3, impl="foreach", **kw),
+        STAND_IN: lambda ps, kw: rmsprop.RMSprop(ps, lr=1e-3, **kw),  # before numba loads
         "rmsprop auto": lambda ps, kw: rmsprop.RMSprop(ps, lr=1e-3, **kw),
-        STAND_IN: lambda ps, kw: rmsprop.RMSprop(ps, lr=1e-3, **kw),
     }
     for impl in ("numba", "triton", "compiled"):
         if (

@@ -20,6 +20,7 @@ The two edges live here too: sparse gradients (``sparse_mode="dense"`` makes the
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -158,13 +159,18 @@ def _wait_for_no_compile(plan: Plan) -> None:
         return
     for job in waiting:
         numba_compile.prepare(*job)  # a process compiles it, a thread loads it: no waiting here
-    plan.impl, plan.hp = STAND_IN, replace(plan.hp, ieee_sqrt=True)
+    plan.impl, plan.hp = STAND_IN, _with_ieee_sqrt(plan.hp)
     plan.tasks = [Task(_mode(STAND_IN, t.facts), t.facts, t.index) for t in plan.tasks]
     plan.passed_over["numba"] = (
         "its kernel for these switches is being compiled or loaded in the background; "
         f"until then the {STAND_IN} path runs with the kernel's correctly rounded square "
         "root (the same bits)"
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _with_ieee_sqrt(hp: Hyper) -> Hyper:
+    return replace(hp, ieee_sqrt=True)
 
 
 def gather(group: dict[str, Any]) -> tuple[list[Tensor], list[int], list[Tensor]]:
