@@ -44,6 +44,7 @@ class Surface:
     name: str
     loss: Callable[[np.ndarray], float]
     grad: Callable[[np.ndarray], np.ndarray]
+    values: Callable[[np.ndarray, np.ndarray], np.ndarray]  # the loss at arrays of x and y
     start: tuple[float, float]
     minimum: tuple[float, float]
     extent: tuple[float, float, float, float]  # xmin, xmax, ymin, ymax for plots
@@ -56,6 +57,7 @@ def elongated_bowl(condition: float = 50.0) -> Surface:
         name=f"elongated bowl (condition {condition:g})",
         loss=lambda p: float(0.5 * np.sum(scale * p * p)),
         grad=lambda p: scale * p,
+        values=lambda x, y: 0.5 * (x * x + condition * y * y),
         start=(-4.0, 1.0),
         minimum=(0.0, 0.0),
         extent=(-4.5, 1.0, -1.5, 1.5),
@@ -65,15 +67,19 @@ def elongated_bowl(condition: float = 50.0) -> Surface:
 def rosenbrock(a: float = 1.0, b: float = 100.0) -> Surface:
     """``f = (a - x)² + b (y - x²)²``: a curved, flat-bottomed valley; minimum at ``(a, a²)``."""
 
+    def values(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return (a - x) ** 2 + b * (y - x**2) ** 2
+
     def loss(p: np.ndarray) -> float:
-        return float((a - p[0]) ** 2 + b * (p[1] - p[0] ** 2) ** 2)
+        return float(values(p[0], p[1]))
 
     def grad(p: np.ndarray) -> np.ndarray:
         dx = -2 * (a - p[0]) - 4 * b * p[0] * (p[1] - p[0] ** 2)
         return np.array([dx, 2 * b * (p[1] - p[0] ** 2)])
 
     return Surface(
-        name="Rosenbrock", loss=loss, grad=grad, start=(-1.5, 2.0), minimum=(a, a * a),
+        name="Rosenbrock", loss=loss, grad=grad, values=values, start=(-1.5, 2.0),
+        minimum=(a, a * a),
         extent=(-2.0, 2.0, -1.0, 3.0),
     )  # fmt: skip
 

@@ -57,6 +57,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,22 @@ _SAID: set[str] = set()  # reasons already logged
 def background() -> bool:
     """Compile in a separate process (the default) unless RMSPROP_BACKGROUND_COMPILE=0."""
     return os.environ.get("RMSPROP_BACKGROUND_COMPILE", "1") != "0"
+
+
+@contextlib.contextmanager
+def in_place() -> Iterator[None]:
+    """Within: a step compiles (or loads) the kernel it needs itself, as with
+    ``RMSPROP_BACKGROUND_COMPILE=0`` (a benchmark times the fused kernel, ``rmsprop info``
+    asks what ``auto`` runs once it is there)."""
+    previous = os.environ.get("RMSPROP_BACKGROUND_COMPILE")
+    os.environ["RMSPROP_BACKGROUND_COMPILE"] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["RMSPROP_BACKGROUND_COMPILE"]
+        else:
+            os.environ["RMSPROP_BACKGROUND_COMPILE"] = previous
 
 
 def unavailable_reason() -> str | None:

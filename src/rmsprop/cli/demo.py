@@ -141,7 +141,7 @@ def _best_run(factory: Callable[[float], ref.Transform], surface: Surface, steps
 def section_race(out: Path, quick: bool, result: DemoResult) -> Section:
     plt = pyplot()
     surfaces = [(elongated_bowl(50.0), 1e-3, 1000 if quick else 3000),
-                (rosenbrock(), 1e-3, 3000 if quick else 20000)]  # fmt: skip
+                (rosenbrock(), 1e-3, 1000 if quick else 20000)]  # fmt: skip
     s = Section("2. The race on ill-conditioned problems")
     s.paragraphs.append(
         "Each optimizer gets its best learning rate from the same grid "
@@ -166,9 +166,7 @@ def section_race(out: Path, quick: bool, result: DemoResult) -> Section:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
         x0, x1, y0, y1 = surface.extent
         gx, gy = np.meshgrid(np.linspace(x0, x1, 200), np.linspace(y0, y1, 200))
-        zz = np.array(
-            [[surface.loss(np.array([a, b])) for a, b in zip(rx, ry)] for rx, ry in zip(gx, gy)]
-        )
+        zz = surface.values(gx, gy)
         ax1.contour(gx, gy, np.log10(zz + 1e-3), levels=25, cmap="Greys", linewidths=0.6)
         shown = min(400, max(len(run.path) for _, run in runs.values()))
         for (name, (lr, run)), style in zip(runs.items(), STYLES):
@@ -304,7 +302,7 @@ def demo(out: Path, seed: int = 0, quick: bool = False) -> DemoResult:
         f"neural network (seed {seed}{', quick run' if quick else ''}).",
     )
     start = time.perf_counter()
-    with stages_shown() as progress:
+    with stages_shown() as progress, one_thread():
         progress("linear regression")
         regression = section_regression(out, seed, quick, result)
         progress("the race on ill-conditioned problems")
@@ -320,6 +318,32 @@ def demo(out: Path, seed: int = 0, quick: bool = False) -> DemoResult:
         report.environment = environment()
         result.report = report.write(out)
     return result
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch's and numba's intra-op threads at one while the demo trains: its models are
+    too small to gain from more, and two threads per operation stall whenever another
+    process takes a core (measured in BENCHMARKS.md: the quick demo with two busy
+    processes beside it took 54-100 s with two threads each, 31 s with one)."""
+    import torch
+
+    from ..backends import unavailable_reason
+
+    torch_threads = torch.get_num_threads()
+    numba = None
+    if unavailable_reason("numba") is None:  # imported now, not by a kernel's loading thread,
+        import numba  # so its thread count can be set (its import fixes the most it may use)
+
+        numba_threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        if numba is not None:
+            numba.set_num_threads(numba_threads)
 
 
 @contextmanager

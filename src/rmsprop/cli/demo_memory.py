@@ -83,7 +83,7 @@ def section_memory(out: Path, seed: int, quick: bool, data, result, progress) ->
     from .demo_digits import train
 
     epochs = 6 if quick else 30
-    lstm_steps = 60 if quick else 400
+    lstm_steps = 40 if quick else 400
     digits, lstm = {}, {}
     for name in STATES:
         progress(f"memory: digits MLP, {name} state")
