@@ -41,7 +41,7 @@ def __getattr__(name: str) -> Any:
             import torch  # noqa: F401
         except ImportError as err:
             raise ImportError(
-                f"rmsprop.{name} needs PyTorch: pip install 'rmsprop[torch]' (or pip install torch)"
+                f"rmsprop.{name} needs PyTorch: pip install torch (in rmsprop's clone: pip install -e '.[torch]')"
             ) from err
     import importlib
 

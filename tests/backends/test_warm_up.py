@@ -158,7 +158,9 @@ def test_a_short_programs_kernel_is_compiled_after_it_exits_then_the_process_exi
 ):
     """A program that asked for a kernel and exited (or was killed): the compile process
     still compiles it, once (the next run finds it in the cache), answers the request,
-    leaves no status behind and exits."""
+    leaves no status behind and exits. A request named from an older source of the
+    kernels (the package was upgraded under a running program) is answered under the name
+    it asked for, once, not compiled again and again."""
     from rmsprop.backends import numba_compile
 
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
@@ -168,9 +170,13 @@ def test_a_short_programs_kernel_is_compiled_after_it_exits_then_the_process_exi
     key = _key()
     name = numba_compile.marker_name(key, "float32")
     request = _request(folder, name, key, gone.pid, 1000)
+    older = _request(folder, "rmsprop-kernel-an-older-source.ready", key, os.getpid(), 2000)
     assert numba_compile.start_compiler(folder)
     assert numba_compile._STARTED[-1].wait(timeout=600) == 0
     assert (folder / name).exists() and not request.exists()
+    assert (folder / "rmsprop-kernel-an-older-source.ready").exists() and not older.exists()
+    history = (folder / numba_compile.HISTORY).read_text().splitlines()
+    assert [line.split()[1] for line in history] == [name, "rmsprop-kernel-an-older-source.ready"]
     assert not (folder / numba_compile.STATUS).exists()
     assert numba_compile.compiler_status(folder) is None
     assert numba_compile.waiting(folder) == []

@@ -327,7 +327,7 @@ import sys
 import rmsprop
 assert "jax" not in sys.modules and "keras" not in sys.modules and "torch" not in sys.modules
 sys.modules["jax"] = None; sys.modules["keras"] = None
-for name, extra in (("optax", "rmsprop[jax]"), ("keras", "rmsprop[keras]")):
+for name, extra in (("optax", "pip install jax optax"), ("keras", "pip install keras")):
     try:
         getattr(rmsprop, name)
     except ImportError as err:

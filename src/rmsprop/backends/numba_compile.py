@@ -339,6 +339,9 @@ def _serve(folder: Path, fd: int) -> None:
         began, outcome = time.perf_counter(), "ok"
         try:
             compile_here((tuple(flags), storage, bf16), math)
+            # the name asked for, too (the kernels' source may have changed since: the
+            # requester's name was taken from the source it had then)
+            (folder / name).touch()
         except Exception as err:  # the waiting programs load it in a thread and report it
             _write_atomically(folder / name.replace(".ready", ".failed"), repr(err))
             outcome = "failed"

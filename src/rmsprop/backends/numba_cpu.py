@@ -29,7 +29,7 @@ def available() -> str | None:
     """None if numba's kernels can run in this process (checked without importing numba),
     else why not: numba missing, no writable kernel cache, or a fork of a numba process."""
     if importlib.util.find_spec("numba") is None or importlib.util.find_spec("llvmlite") is None:
-        return "impl='numba' needs numba: pip install 'rmsprop[torch]' (or pip install numba)"
+        return "impl='numba' needs numba: pip install numba (in rmsprop's clone: pip install -e '.[torch]')"
     return numba_compile.unavailable_reason()
 
 

@@ -44,7 +44,7 @@ try:
     from numba.extending import intrinsic
 except ImportError as err:  # pragma: no cover - exercised where numba is missing
     raise ImportError(
-        "impl='numba' needs numba: pip install 'rmsprop[torch]' (or pip install numba)"
+        "impl='numba' needs numba: pip install numba (in rmsprop's clone: pip install -e '.[torch]')"
     ) from err
 
 from ..lowbit.codecs import (

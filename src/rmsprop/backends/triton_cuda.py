@@ -28,7 +28,9 @@ try:
     import triton
     import triton.language as tl
 except ImportError as err:  # pragma: no cover - exercised where triton is missing
-    raise ImportError("impl='triton' needs triton: pip install 'rmsprop[gpu]'") from err
+    raise ImportError(
+        "impl='triton' needs triton: pip install triton (in rmsprop's clone: pip install -e '.[gpu]')"
+    ) from err
 
 from ..lowbit.codecs import (
     INF_BITS,

@@ -28,7 +28,10 @@ def digits_data(seed: int):
         Path(spec.submodule_search_locations[0]) / "datasets/data/digits.csv.gz" if spec else None
     )
     if path is None or not path.is_file():
-        raise ImportError("the digits demo needs scikit-learn's data: pip install 'rmsprop[demo]'")
+        raise ImportError(
+            "the digits demo needs scikit-learn's data: pip install scikit-learn "
+            "(in rmsprop's clone: pip install -e '.[demo]')"
+        )
     table = np.loadtxt(path, delimiter=",", dtype=np.float32)
     x, y = table[:, :-1] / 16.0, table[:, -1].astype(np.int64)
     rng = np.random.default_rng(seed)

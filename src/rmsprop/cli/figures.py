@@ -10,7 +10,10 @@ def pyplot():
     try:
         import matplotlib
     except ImportError as err:
-        raise ImportError("rmsprop demo needs matplotlib: pip install 'rmsprop[demo]'") from err
+        raise ImportError(
+            "rmsprop demo needs matplotlib: pip install matplotlib "
+            "(in rmsprop's clone: pip install -e '.[demo]')"
+        ) from err
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -2,7 +2,7 @@
 Keras's argument names plus ``preset=`` and every switch, on every Keras backend
 (tested on torch and jax), serializable with ``model.save`` / ``keras.models.load_model``.
 
-Needs Keras 3 and a backend: ``pip install "rmsprop[keras]"``.
+Needs Keras 3 and a backend: ``pip install keras`` (in rmsprop's clone: ``pip install -e ".[keras]"``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ try:
     import keras
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "rmsprop.keras needs Keras 3: pip install 'rmsprop[keras]' (or pip install keras) "
-        "and a backend (torch, jax or tensorflow)"
+        "rmsprop.keras needs Keras 3 and a backend (torch, jax or tensorflow): pip install "
+        "keras (in rmsprop's clone: pip install -e '.[keras]')"
     ) from err
 
 if not keras.__version__.startswith("3"):  # pragma: no cover

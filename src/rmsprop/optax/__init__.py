@@ -6,7 +6,7 @@ box (:data:`rmsprop.algorithm.ALGORITHM`) under ``jax.jit`` and ``jax.vmap``, on
 of any structure and float32 / float64 / bfloat16 leaves, and chain with optax's own
 transforms. The blocks they are built from are in :mod:`rmsprop.optax.transforms`.
 
-Needs JAX and optax: ``pip install "rmsprop[jax]"``.
+Needs JAX and optax: ``pip install jax optax`` (in rmsprop's clone: ``pip install -e ".[jax]"``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ try:
     import optax  # noqa: F401
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "rmsprop.optax needs JAX and optax: pip install 'rmsprop[jax]' (or pip install jax optax)"
+        "rmsprop.optax needs JAX and optax: pip install jax optax (in rmsprop's clone: pip install -e '.[jax]')"
     ) from err
 
 from .aliases import from_preset, rmsprop
