@@ -68,9 +68,11 @@ def test_demo_report_explains_itself(quick_demo):
     digits = quick_demo.digits
     assert {r["lr"] for r in digits.values()} == {0.1, 0.05, 1e-3}
     assert "ms per epoch (median after the first)" in html and "first epoch ms" in html
-    # which implementation each run's steps took (the tests compile in place: numba)
+    # which implementation each run's steps took: the stand-in while a kernel compiles
+    # (the background compile is on, as shipped), then the fused kernel once it is loaded
     assert "ran on" in html and digits["SGD"]["ran on"] == "torch.optim"
-    assert all(digits[n]["ran on"].endswith("numba") for n in digits if n.startswith("RMSprop"))
+    for name in [n for n in digits if n.startswith("RMSprop")]:
+        assert digits[name]["ran on"] in ("single", "numba", "single then numba"), digits[name]
     for what in ("Environment", "python / torch / numba", "impl='auto' for float32 parameters"):
         assert what in html
     legend = quick_demo.memory["legend"]

@@ -28,7 +28,9 @@ def _spawn(fn, tmp_path, *args):
 
 
 @pytest.mark.timeout(300)
-def test_fsdp2_shards_update_exactly_like_one_process(tmp_path):
+def test_fsdp2_shards_update_exactly_like_one_process(tmp_path, compile_in_place):
+    """(auto is checked running the fused kernel on the shards: the workers compile it in
+    place rather than run the stand-in while it compiles)"""
     _spawn(dist_workers.fsdp_worker, tmp_path)
     results = json.loads((tmp_path / "fsdp.json").read_text())
     for rank, out in enumerate(results):
@@ -43,7 +45,7 @@ def test_fsdp2_shards_update_exactly_like_one_process(tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_fsdp2_compact_state_updates_exactly_like_one_process(tmp_path):
+def test_fsdp2_compact_state_updates_exactly_like_one_process(tmp_path, compile_in_place):
     """bf16 and 8-bit state under FSDP2: each rank keeps its shard's compact state as
     DTensors; the fused kernel updates the local shards; the random stream follows the
     global element, the blocks are whole rows, so parameters and state equal a
