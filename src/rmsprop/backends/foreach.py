@@ -13,6 +13,7 @@ from torch.optim import Optimizer
 
 from ..lowbit.forms import Storage
 from .base import LOW_PRECISION, Batch, Facts, Hyper, step_value, to_scalar_lr
+from .single import ieee_sqrt_
 
 
 def _ema_square_(square_avgs: list[Tensor], grads: list[Tensor], alpha: float, form: str) -> None:
@@ -56,15 +57,27 @@ def _denominators(
         torch._foreach_clamp_min_(s, 0)
     if hp.eps_in_sqrt:  # (7)
         avg = torch._foreach_add(s, hp.eps)
-        torch._foreach_sqrt_(avg)
+        _sqrt_(avg, hp)
         return avg
     if s is square_avgs:
-        avg = torch._foreach_sqrt(s)
+        avg = [torch.empty_like(v) for v in s] if hp.ieee_sqrt else torch._foreach_sqrt(s)
+        if hp.ieee_sqrt:
+            for v, out in zip(s, avg):
+                ieee_sqrt_(v, out)
     else:
-        torch._foreach_sqrt_(s)
+        _sqrt_(s, hp)
         avg = s
     torch._foreach_add_(avg, hp.eps)
     return avg
+
+
+def _sqrt_(tensors: list[Tensor], hp: Hyper) -> None:
+    """(7)'s square root in place: torch's, or the fused kernels' correctly rounded one."""
+    if hp.ieee_sqrt:
+        for t in tensors:
+            ieee_sqrt_(t)
+    else:
+        torch._foreach_sqrt_(tensors)
 
 
 def _apply_steps_(

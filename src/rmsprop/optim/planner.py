@@ -43,8 +43,8 @@ COMPLEX = frozenset(FLOATING[4:])
 #: parameter dtype -> the dtypes its gradient and state buffers may have
 _HOLDS = {dtype: COMPLEX if dtype.is_complex else REAL_FLOATS for dtype in FLOATING}
 STEP_DTYPES = (torch.float32, torch.float64)
-#: the path ``auto`` runs while the fused CPU kernel it chose compiles (the same bits)
-STAND_IN = "single"
+#: tensors up to this size run the stand-in (``stand_in_for``) with torch's foreach ops
+STAND_IN_SMALL = 1 << 17
 
 
 class Problem(Exception):
@@ -159,13 +159,22 @@ def _wait_for_no_compile(plan: Plan) -> None:
         return
     for job in waiting:
         numba_compile.prepare(*job)  # a process compiles it, a thread loads it: no waiting here
-    plan.impl, plan.hp = STAND_IN, _with_ieee_sqrt(plan.hp)
-    plan.tasks = [Task(_mode(STAND_IN, t.facts), t.facts, t.index) for t in plan.tasks]
+    stand_in = stand_in_for(plan.params)
+    plan.impl, plan.hp = stand_in, _with_ieee_sqrt(plan.hp)
+    plan.tasks = [Task(_mode(stand_in, t.facts), t.facts, t.index) for t in plan.tasks]
     plan.passed_over["numba"] = (
         "its kernel for these switches is being compiled or loaded in the background; "
-        f"until then the {STAND_IN} path runs with the kernel's correctly rounded square "
+        f"until then the {stand_in} path runs with the kernel's correctly rounded square "
         "root (the same bits)"
     )
+
+
+def stand_in_for(params: list[Tensor]) -> str:
+    """The path that runs a group while its fused CPU kernel compiles, the faster one for
+    its tensors: torch's foreach operations for small tensors (one call per operation for
+    all of them), per tensor once any is large (the CPU foreach operations do not split a
+    large tensor among threads). Both give the same bits."""
+    return "foreach" if all(p.numel() <= STAND_IN_SMALL for p in params) else "single"
 
 
 @functools.lru_cache(maxsize=64)
