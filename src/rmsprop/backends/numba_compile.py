@@ -4,8 +4,9 @@ per kernel cache, shared by every program on the machine.
 A kernel is compiled once per switch combination, storage and dtype (8-30 s each on two
 cores) and cached on disk by numba. With ``impl="auto"``, a step whose kernel is not
 loaded yet does not wait: the planner asks :func:`ready` and, if not, :func:`prepare`
-requests the kernel and steps run the stand-in path meanwhile (the single-tensor
-arithmetic with the kernel's correctly rounded square root: the same bits). Once the
+requests the kernel and steps run the stand-in path meanwhile (torch's operations, per
+tensor or foreach, with the kernel's correctly rounded square root: the same bits;
+``planner.stand_in_for``). Once the
 kernel is in the cache, a thread of this process loads it (numba's import and the load
 take a second or two) and later steps run fused.
 
@@ -36,9 +37,10 @@ warmup`` compiles ahead of time). After ``RECYCLE_AFTER`` kernels it hands the l
 fresh process, which bounds its memory (LLVM keeps what it compiled).
 
 A forked child of a process that has imported numba never enters a numba kernel (its
-thread pool and compiler locks were copied mid-state by ``fork``): ``auto`` runs the
-stand-in there and an explicit ``impl="numba"`` says why not. With no writable cache
-folder at all, numba cannot compile: ``auto`` runs the stand-in path, with one log line.
+thread pool and compiler locks were copied mid-state by ``fork``; ``rmsprop._fork`` has
+the rules): ``auto`` runs the single-tensor path there and an explicit ``impl="numba"``
+says why not. With no writable cache folder at all, numba cannot compile: ``auto`` runs
+the single-tensor path, with one log line.
 ``RMSPROP_BACKGROUND_COMPILE=0`` compiles and loads in the step instead (as an explicit
 ``impl="numba"`` always does); ``rmsprop warmup`` compiles ahead of time.
 """

@@ -65,7 +65,8 @@ def train(make_opt, data, seed: int, epochs: int, batch: int = 64, state_dtype=N
     """Train a 64-64-10 MLP; returns per-epoch train loss and test accuracy, the seconds
     of each epoch (the first includes one-time costs) and the implementations the steps
     ran on, in order (on an empty kernel cache the first steps run the bit-identical
-    single-tensor path while the fused kernel compiles in the background)."""
+    stand-in, torch's foreach operations for this model's small tensors, while the fused
+    kernel compiles in the background)."""
     import torch
 
     x_train, x_test, y_train, y_test = (torch.as_tensor(a) for a in data)
@@ -136,7 +137,7 @@ def section_digits(out: Path, seed: int, quick: bool, data, result, progress) ->
         "problem: they matter when a recipe is ported, not for whether it trains. Times "
         "exclude the first epoch, which carries one-time costs. 'ran on' names the "
         "implementations the steps took: on a fresh install the first steps run torch's "
-        "single-tensor path (the same bits) while the fused kernel compiles in the "
+        "foreach operations ('foreach', the same bits) while the fused kernel compiles in the "
         "background, then the fused kernel."
     )
     return s
