@@ -140,10 +140,13 @@ def test_switching_momentum_and_centered_on_later_works():
     assert float(state["step"]) == 4
 
 
-def test_torch_compile_of_step():
+@pytest.mark.parametrize("impl", ["auto", "numba"])
+def test_torch_compile_of_step(impl, compile_in_place):
+    """torch.compile(opt.step) runs the fused kernel as an opaque call (numba's kernel is
+    not traced) and gives the eager step's numbers."""
     model, x, y = model_and_data()
     twin = copy.deepcopy(model)
-    opt = rmsprop.RMSprop(model.parameters(), lr=0.01, momentum=0.9, eps_in_sqrt=True)
+    opt = rmsprop.RMSprop(model.parameters(), lr=0.01, momentum=0.9, eps_in_sqrt=True, impl=impl)
     opt_twin = rmsprop.RMSprop(twin.parameters(), lr=0.01, momentum=0.9, eps_in_sqrt=True)
     compiled_step = torch.compile(opt.step)
     for _ in range(3):
@@ -151,6 +154,8 @@ def test_torch_compile_of_step():
             m.zero_grad()
             torch.nn.functional.mse_loss(m(x), y).backward()
             step()
+    if impl == "numba":
+        assert opt.last_impl[0] == "numba"
     for a, b in zip(params_of(model), params_of(twin)):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
