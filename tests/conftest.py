@@ -1,8 +1,13 @@
-"""Shared test setup: Keras runs on the torch backend; parity helpers.
+"""Shared test setup: Keras runs on the torch backend; parity helpers; the quick tier.
 
 The tests run what users get: the background compile is on (``impl="auto"`` runs the
 stand-in path until a fused kernel is loaded). A test about what ``auto`` runs once its
 kernel is loaded asks for ``compile_in_place``, which says so.
+
+Tiers: ``python -m pytest`` runs everything (CI); ``-m "not slow"`` leaves out the
+long-running suites; ``-m quick`` runs the first case of every test that is not slow (one
+parametrisation per test function: every test function, hence every module, is touched
+once), in a few minutes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,17 @@ try:
         os.environ.setdefault("TRITON_INTERPRET", "1")
 except ImportError:  # pragma: no cover
     pass
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``quick`` the first collected case of each test function that is not slow."""
+    seen: set[tuple[str, str]] = set()
+    for item in items:
+        key = (item.nodeid.split("::")[0], getattr(item, "originalname", item.name))
+        if key not in seen and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.quick)
+            seen.add(key)
 
 
 @pytest.fixture

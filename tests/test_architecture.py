@@ -86,6 +86,26 @@ def test_dependencies_point_one_way():
     assert not broken, "\n".join(broken)
 
 
+#: what a module above ``backends`` may import from it: the protocol, the registry and the
+#: two adapters every back end shares (working copies, lazy sparse rows), never a back end
+BACKENDS_SHARED = {"rmsprop.backends", "rmsprop.backends.base", "rmsprop.backends.registry",
+                   "rmsprop.backends.widen", "rmsprop.backends.sparse"}  # fmt: skip
+
+
+def test_no_module_above_the_back_ends_imports_a_particular_one():
+    """Each back end owns its special cases (numba's background compile and stand-in, its
+    finiteness check) behind the protocol of ``backends.base``: the optimizer, the command
+    line's step code and the front ends reach a back end by name through the registry."""
+    reaching = [
+        f"{m} imports {n}"
+        for m, targets in graph().items()
+        if layer(m) == "optim"
+        for n in targets
+        if layer(n) == "backends" and n not in BACKENDS_SHARED
+    ]
+    assert not reaching, "\n".join(reaching)
+
+
 def test_the_import_graph_has_no_cycles():
     edges, done, stack = graph(), set(), []
 

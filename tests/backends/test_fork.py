@@ -120,7 +120,7 @@ def test_a_child_forked_before_numba_was_loaded_or_spawned_takes_the_fused_bits(
     throughout), and finishes."""
     child = _child_result(tmp_path, when)
     assert child["why"] is None
-    # the stand-in for a 40,000-element tensor is torch's foreach (planner.stand_in_for)
+    # the stand-in for a 40,000-element tensor is torch's foreach (numba_cpu.stand_in_for)
     assert child["ran"][0] == "foreach" and child["ran"][-3:] == ["numba"] * 3, child["ran"]
     assert child["p"] == _fresh_run(tmp_path, "numba", len(child["ran"]))
 

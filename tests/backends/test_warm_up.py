@@ -97,7 +97,7 @@ def test_one_background_process_compiles_every_kernel_a_program_needs(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     warming = json.loads(run.stdout.strip().splitlines()[-1])
     assert warming["compile_processes"] == 1
-    # the stand-in for 50,000-element tensors is torch's foreach (planner.stand_in_for)
+    # the stand-in for 50,000-element tensors is torch's foreach (numba_cpu.stand_in_for)
     assert warming["ran"][0] == ["foreach"] * 3 and warming["ran"][-1] == ["numba"] * 3
     env["RMSPROP_BACKGROUND_COMPILE"] = "0"
     run = subprocess.run([sys.executable, "-c", GROUPS, "numba", str(len(warming["ran"]))],

@@ -71,7 +71,7 @@ def test_demo_report_explains_itself(quick_demo):
     # which implementation each run's steps took: the stand-in while a kernel compiles
     # (the background compile is on, as shipped), then the fused kernel once it is loaded
     assert "ran on" in html and digits["SGD"]["ran on"] == "torch.optim"
-    # (the stand-in for this model's small tensors is torch's foreach: planner.stand_in_for)
+    # (the stand-in for this model's small tensors is torch's foreach: numba_cpu.stand_in_for)
     for name in [n for n in digits if n.startswith("RMSprop")]:
         assert digits[name]["ran on"] in ("foreach", "numba", "foreach then numba"), digits[name]
     for what in ("Environment", "python / torch / numba", "impl='auto' for float32 parameters"):

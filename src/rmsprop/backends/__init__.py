@@ -6,6 +6,17 @@ torch.compile; plus the per-tensor adapter for state a kernel does not take as s
 by ``rmsprop.optim.planner``.
 """
 
-from .registry import IMPLS, NAMES, available, load, triton_device, unavailable_reason
+from .registry import (
+    IMPLS,
+    NAMES,
+    available,
+    load,
+    nonfinite_check,
+    triton_device,
+    unavailable_reason,
+)
 
-__all__ = ["IMPLS", "NAMES", "available", "load", "triton_device", "unavailable_reason"]
+__all__ = [
+    "IMPLS", "NAMES", "available", "load", "nonfinite_check", "triton_device",
+    "unavailable_reason",
+]  # fmt: skip

@@ -9,6 +9,14 @@ A back end is a module with::
     def native(facts: Facts) -> bool     # in its own kernel (else per tensor on fp32 copies)
     def step(batch: Batch, lr, hp: Hyper) -> None        # steps (1), (3)-(10), in place
 
+and, where it has them, its special cases:
+
+    def available() -> str | None          # why it cannot run in this process at all
+    def stand_in(hp, kinds: list[(Facts, mode)], params) -> StandIn | None
+        # impl="auto" chose it but a kernel these tensors need is not loaded yet: what runs
+        # this step instead (the numba back end while its background compile runs)
+    IEEE_SQRT: bool                        # its square root is correctly rounded
+
 ``step`` receives batches that the planner (``rmsprop.optim.planner``) built from tensors
 it checked first: every gradient and state buffer has the parameter's shape and device,
 every dtype is the one ``Facts`` names, and for a ``native`` batch every tensor of it has
@@ -100,6 +108,16 @@ class Facts(NamedTuple):
     sparse: bool = False  # a sparse gradient, updated row by row (``backends.sparse``)
     grad_dtype: torch.dtype | None = None  # the gradient's, when not the parameter's
     step_dtype: torch.dtype = torch.float32  # the step counter's (float32, or float64)
+
+
+class StandIn(NamedTuple):
+    """What runs a step in place of a back end whose kernel is not loaded yet: another
+    back end, the switches it runs with (e.g. ``ieee_sqrt`` for the kernel's bits) and
+    why, in words (``RMSprop.last_plan``'s "passed over")."""
+
+    impl: str
+    hp: Hyper
+    why: str
 
 
 @dataclass

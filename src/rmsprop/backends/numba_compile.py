@@ -6,7 +6,7 @@ cores) and cached on disk by numba. With ``impl="auto"``, a step whose kernel is
 loaded yet does not wait: the planner asks :func:`ready` and, if not, :func:`prepare`
 requests the kernel and steps run the stand-in path meanwhile (torch's operations, per
 tensor or foreach, with the kernel's correctly rounded square root: the same bits;
-``planner.stand_in_for``). Once the
+``numba_cpu.stand_in_for``). Once the
 kernel is in the cache, a thread of this process loads it (numba's import and the load
 take a second or two) and later steps run fused.
 

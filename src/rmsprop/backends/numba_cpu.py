@@ -8,6 +8,7 @@ step wait (``needed`` here says which kernel a step needs).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 from typing import Any
@@ -18,11 +19,13 @@ from torch import Tensor
 
 from ..lowbit.forms import Storage
 from . import host, numba_compile
-from .base import Batch, Facts, Hyper, to_scalar_lr
+from .base import Batch, Facts, Hyper, StandIn, to_scalar_lr
 
 NAME = "numba"
 IEEE_SQRT = True  # its kernels' square root is correctly rounded (widen uses it too)
 MATH_DTYPES = (torch.float32, torch.float64)
+#: tensors up to this size run the stand-in (``stand_in``) with torch's foreach operations
+STAND_IN_SMALL = 1 << 17
 
 
 def available() -> str | None:
@@ -58,6 +61,14 @@ def native(facts: Facts) -> bool:
     if facts.storage is Storage.BF16:
         return facts.dtype in MATH_DTYPES
     return facts.dtype in MATH_DTYPES and facts.state_dtype == facts.dtype
+
+
+def any_nonfinite(tensors: list[Tensor]) -> bool:
+    """True if a tensor of the list (each ``nonfinite_checkable``) holds NaN or Inf: one
+    parallel read of all of them (``numba_kernels.any_nonfinite``)."""
+    from .numba_kernels import any_nonfinite as check
+
+    return check(tensors)
 
 
 def nonfinite_checkable(t: Tensor) -> bool:
@@ -114,3 +125,39 @@ def needed(hp: Hyper, facts: Facts, native_: bool) -> tuple[tuple[Any, ...], str
     if native_:
         return kernel_key(hp, facts.storage, facts.rounded), math
     return kernel_key(hp, Storage.FLOAT, False), math
+
+
+def stand_in(hp: Hyper, kinds: list[tuple[Facts, str]], params: list[Tensor]) -> StandIn | None:
+    """``auto`` chose numba for tensors of these ``(facts, mode)`` kinds (``"native"``,
+    ``"widened"`` or ``"sparse"``: see ``rmsprop.optim.planner``), but a kernel they
+    need is not loaded yet: it is requested from the background compile process
+    (``numba_compile``: a process compiles it, a thread loads it, nothing waits here) and
+    this step runs torch's operations with the kernel's correctly rounded square root (the
+    same bits); a later step, once the kernel is loaded, runs fused. None: every kernel is
+    loaded, or the background compile is off (the step compiles in place)."""
+    if not numba_compile.background():
+        return None
+    jobs = {needed(hp, facts, mode == "native") for facts, mode in kinds
+            if mode == "native" or (mode == "widened" and not hp.variance_form(facts.storage))}  # fmt: skip
+    waiting = [job for job in jobs if not numba_compile.ready(*job)]
+    if not waiting:
+        return None
+    for job in waiting:
+        numba_compile.prepare(*job)
+    impl = stand_in_for(params)
+    why = ("its kernel for these switches is being compiled or loaded in the background; "
+           f"until then the {impl} path runs with the kernel's correctly rounded square root "
+           "(the same bits)")  # fmt: skip
+    return StandIn(impl, _with_ieee_sqrt(hp), why)
+
+
+def stand_in_for(params: list[Tensor]) -> str:
+    """The faster of torch's paths for these tensors, both with the same bits: foreach for
+    small tensors (one call per operation for all of them), per tensor once any is large
+    (the CPU foreach operations do not split a large tensor among threads)."""
+    return "foreach" if all(p.numel() <= STAND_IN_SMALL for p in params) else "single"
+
+
+@functools.lru_cache(maxsize=64)
+def _with_ieee_sqrt(hp: Hyper) -> Hyper:
+    return dataclasses.replace(hp, ieee_sqrt=True)

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 #: ``impl`` values and the module of each back end.
 MODULES = {"single": "single", "foreach": "foreach", "numba": "numba_cpu",
@@ -43,6 +48,15 @@ def unavailable_reason(name: str) -> str | None:
 def available() -> list[str]:
     """The back ends that load here."""
     return [name for name in NAMES if unavailable_reason(name) is None]
+
+
+def nonfinite_check() -> tuple[Callable[[Tensor], bool], Callable[[list[Tensor]], bool]] | None:
+    """The fast finiteness check of gradients (``clipping.any_nonfinite``): the numba back
+    end's one parallel read, as (which tensors it reads, the check), where numba runs."""
+    if unavailable_reason("numba") is not None:
+        return None
+    numba = load("numba")
+    return numba.nonfinite_checkable, numba.any_nonfinite
 
 
 def triton_device() -> str:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .._dtensor import is_dtensor, local
+from ..backends import nonfinite_check
 
 
 def needs_reduction(group: dict[str, Any], nonfinite: str) -> bool:
@@ -76,7 +77,7 @@ def any_nonfinite(grads: list[Tensor]) -> bool:
     if not grads:
         return False
     fast, flags = [], []
-    checkable = _numba_checkable()
+    checkable, check = nonfinite_check() or (lambda t: False, None)
     for g in grads:
         values = local(g)._values() if g.is_sparse else local(g)
         if checkable(values):
@@ -84,25 +85,12 @@ def any_nonfinite(grads: list[Tensor]) -> bool:
         else:
             flags.append(~torch.isfinite(values).all())
     if fast:
-        from ..backends.numba_kernels import any_nonfinite as numba_any_nonfinite
-
-        flags.append(torch.tensor(numba_any_nonfinite(fast)))
+        flags.append(torch.tensor(check(fast)))
     bad = torch.stack(flags).any().to(torch.int32)
     group, _ = _mesh_group(grads)
     if group is not None:
         torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX, group=group)
     return bool(bad)
-
-
-def _numba_checkable():
-    """The test for tensors the numba finiteness check reads (never, without numba)."""
-    from ..backends import unavailable_reason
-
-    if unavailable_reason("numba") is not None:
-        return lambda t: False
-    from ..backends.numba_cpu import nonfinite_checkable
-
-    return nonfinite_checkable
 
 
 def clip_scale(norm_sq: float, max_norm: float) -> float:

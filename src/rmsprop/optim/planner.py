@@ -20,10 +20,9 @@ The two edges live here too: sparse gradients (``sparse_mode="dense"`` makes the
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -43,8 +42,6 @@ COMPLEX = frozenset(FLOATING[4:])
 #: parameter dtype -> the dtypes its gradient and state buffers may have
 _HOLDS = {dtype: COMPLEX if dtype.is_complex else REAL_FLOATS for dtype in FLOATING}
 STEP_DTYPES = (torch.float32, torch.float64)
-#: tensors up to this size run the stand-in (``stand_in_for``) with torch's foreach ops
-STAND_IN_SMALL = 1 << 17
 
 
 class Problem(Exception):
@@ -135,51 +132,24 @@ def plan_tensors(index: int, group: dict[str, Any], owners: list[Tensor], positi
     if buckets:
         plan.impl, plan.passed_over = choose(index, group, hp, list(buckets))
         plan.tasks = [Task(_mode(plan.impl, f), f, tuple(ix)) for f, ix in buckets.items()]
-        if plan.impl == "numba" and group["impl"] == "auto":
-            _wait_for_no_compile(plan)
+        if group["impl"] == "auto":
+            _stand_in_while_loading(plan)
         if all(t.mode == "sparse" for t in plan.tasks):
             plan.impl = "sparse-lazy"
     return plan
 
 
-def _wait_for_no_compile(plan: Plan) -> None:
-    """``auto`` chose numba but a kernel it needs is not loaded yet: it is requested from
-    the background compile process while this step runs the stand-in path (torch's
-    per-tensor operations with the kernel's correctly rounded square root: the same bits);
-    a later step, once the kernel is loaded, runs fused."""
-    from ..backends import numba_compile, numba_cpu
-
-    if not numba_compile.background():
+def _stand_in_while_loading(plan: Plan) -> None:
+    """``auto``'s choice has a kernel these tensors need still loading: the back end says
+    what runs this step instead (its ``stand_in``, ``backends.base``)."""
+    hook = getattr(load(plan.impl), "stand_in", None)
+    if hook is None:
         return
-    kernels = [t for t in plan.tasks if t.mode == "native" or (
-        t.mode == "widened" and not plan.hp.variance_form(t.facts.storage))]  # fmt: skip
-    waiting = {numba_cpu.needed(plan.hp, t.facts, t.mode == "native") for t in kernels}
-    waiting = {job for job in waiting if not numba_compile.ready(*job)}
-    if not waiting:
-        return
-    for job in waiting:
-        numba_compile.prepare(*job)  # a process compiles it, a thread loads it: no waiting here
-    stand_in = stand_in_for(plan.params)
-    plan.impl, plan.hp = stand_in, _with_ieee_sqrt(plan.hp)
-    plan.tasks = [Task(_mode(stand_in, t.facts), t.facts, t.index) for t in plan.tasks]
-    plan.passed_over["numba"] = (
-        "its kernel for these switches is being compiled or loaded in the background; "
-        f"until then the {stand_in} path runs with the kernel's correctly rounded square "
-        "root (the same bits)"
-    )
-
-
-def stand_in_for(params: list[Tensor]) -> str:
-    """The path that runs a group while its fused CPU kernel compiles, the faster one for
-    its tensors: torch's foreach operations for small tensors (one call per operation for
-    all of them), per tensor once any is large (the CPU foreach operations do not split a
-    large tensor among threads). Both give the same bits."""
-    return "foreach" if all(p.numel() <= STAND_IN_SMALL for p in params) else "single"
-
-
-@functools.lru_cache(maxsize=64)
-def _with_ieee_sqrt(hp: Hyper) -> Hyper:
-    return replace(hp, ieee_sqrt=True)
+    stand_in = hook(plan.hp, [(t.facts, t.mode) for t in plan.tasks], plan.params)
+    if stand_in is not None:
+        plan.passed_over[plan.impl] = stand_in.why
+        plan.impl, plan.hp = stand_in.impl, stand_in.hp
+        plan.tasks = [Task(_mode(stand_in.impl, t.facts), t.facts, t.index) for t in plan.tasks]
 
 
 def gather(group: dict[str, Any]) -> tuple[list[Tensor], list[int], list[Tensor]]:

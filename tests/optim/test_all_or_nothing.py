@@ -1,4 +1,4 @@
-"""The step's spine: every group planned and checked before anything is written.
+"""All or nothing: every group planned and checked before anything is written.
 
 Each test here reproduces a defect of the step before it had one spine (three pipelines,
 checks among the writes) and fails on that code: a kernel reading past a buffer, a step
@@ -193,10 +193,11 @@ def test_a_non_float_step_counter_is_refused_before_any_write(impl):
 
 
 # ---------------------------------------------------------------------- auto never raises
-def test_auto_runs_a_channels_last_checkpoint_loaded_into_a_contiguous_model():
+def test_auto_runs_a_channels_last_checkpoint_loaded_into_a_contiguous_model(compile_in_place):
     """torch's state of a channels_last conv (channels_last buffers) loaded into a
     contiguous model: the state is laid out like the parameters, and auto's fused kernel
-    runs it (before: auto chose numba, which raised at every step)."""
+    runs it (before: auto chose numba, which raised at every step). The kernel is loaded
+    in the step (``compile_in_place``): this is about what auto runs once it is there."""
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
     theirs = torch.optim.RMSprop(conv.parameters(), lr=0.01, momentum=0.9)

@@ -1,5 +1,6 @@
-"""Defects found by reviewing the step spine and the state work, each reproduced (each
-test fails on the code before its fix)."""
+"""State at its edges: step counters the math cannot use, buffers that are None, duplicated,
+stale or laid out otherwise, checkpoints from a machine with another back end, lazy rows
+of strided parameters. Each test fails on the code before its fix."""
 
 from __future__ import annotations
 
