@@ -43,6 +43,27 @@ def test_site_builds_strict_with_every_page(site):
         assert symbol in api
 
 
+def test_the_api_page_documents_every_argument_of_rmsprop(site):
+    """The API reference shows ``rmsprop.RMSprop``'s constructor: each argument by name with
+    its description (mkdocstrings reads the docstring from the source, so it must be a
+    literal), the docstrings' cross-reference roles rendered as code (no literal
+    ``:class:``), and examples as code blocks (no ``>>>`` shown as nested quotes)."""
+    import html as html_module
+
+    import rmsprop
+
+    page = (site / "api" / "index.html").read_text(encoding="utf-8")
+    start = page.index('id="rmsprop.optim.rmsprop.RMSprop"')
+    rmsprop_section = page[start : page.index('class="doc doc-heading"', start + 100)]
+    documented = set(re.findall(r"<code>(\w+)</code>", rmsprop_section))
+    arguments = set(inspect.signature(rmsprop.RMSprop).parameters)
+    assert arguments <= documented, sorted(arguments - documented)
+    text = html_module.unescape(re.sub(r"<[^>]+>", "", page))
+    for role in (":class:", ":data:", ":func:", ":meth:", ":mod:"):
+        assert role not in text, role
+    assert "<blockquote>" not in page
+
+
 def _python_blocks(page: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
 

@@ -30,8 +30,7 @@ from .validation import GROUP_KEYS, RUNTIME_KEYS, check_group, check_nonfinite, 
 
 
 class RMSprop(Optimizer):
-    __doc__ = (
-        r"""RMSprop with every framework's variant; a drop-in for ``torch.optim.RMSprop``.
+    r"""RMSprop with every framework's variant; a drop-in for ``torch.optim.RMSprop``.
 
     With torch's arguments it runs ``torch.optim.RMSprop``'s algorithm. With
     ``foreach=False`` (torch's CPU path) or ``foreach=True`` it performs the same operations
@@ -48,11 +47,8 @@ class RMSprop(Optimizer):
     implementation group ``i`` last ran on and ``last_plan[i]`` says how (and why ``auto``
     passed faster ones over).
 
-    The algorithm (step numbers appear as comments in every implementation)::
-
-"""
-        + "\n".join("        " + line for line in ALGORITHM.splitlines())
-        + r"""
+    The algorithm is the numbered box ``rmsprop.ALGORITHM`` (its step numbers appear as
+    comments in every implementation).
 
     Args:
       params: parameters or parameter groups (dicts may set any argument below per group).
@@ -62,7 +58,11 @@ class RMSprop(Optimizer):
       weight_decay: λ (default 0): coupled L2 unless ``decoupled_weight_decay``.
       momentum: heavy-ball momentum in [0, 1) (default 0).
       centered: divide by the root of the variance ``v - ḡ²`` (default False).
-      capturable, foreach, maximize, differentiable: as in ``torch.optim.RMSprop``.
+      capturable: as in ``torch.optim.RMSprop`` (the step counter stays on the device).
+      foreach: as in ``torch.optim.RMSprop``: ``True`` or ``False`` pins torch's foreach or
+        for-loop path (bit for bit with torch's); ``None`` (default) lets ``impl`` choose.
+      maximize: ascend instead of descend (as in ``torch.optim.RMSprop``).
+      differentiable: as in ``torch.optim.RMSprop`` (runs the single-tensor path).
       eps_in_sqrt: ``sqrt(v + eps)`` (Keras, TF1, optax, timm) instead of ``sqrt(v) + eps``.
       initial_accumulator_value: start of ``square_avg`` (TF1, timm ``RMSpropTF``: 1).
       nesterov: Nesterov momentum (optax); needs ``momentum > 0``.
@@ -71,8 +71,11 @@ class RMSprop(Optimizer):
       decoupled_weight_decay: ``θ ← θ(1 − lr·λ)`` before the step (Keras 3, timm
         ``decoupled_decay``) instead of ``g ← g + λθ``.
       bias_correction: divide the averages by ``1 − alphaᵗ`` (optax).
-      clipvalue, clipnorm, global_clipnorm: Keras's gradient clipping (at most one; the
-        global norm is over the parameter group). ``p.grad`` itself is not modified.
+      clipvalue: Keras's clipping of each gradient element to ``[-clipvalue, clipvalue]``
+        (at most one of the three clipping arguments; ``p.grad`` itself is not modified).
+      clipnorm: Keras's clipping of each gradient to this norm.
+      global_clipnorm: Keras's clipping of the parameter group's gradients together to
+        this norm.
       impl: ``"auto"``, ``"single"``, ``"foreach"``, ``"numba"``, ``"triton"`` or
         ``"compiled"``. ``"auto"`` takes the first of triton, numba, foreach (CUDA), single
         whose checks pass for the group's tensors, preferring one that takes them all as
@@ -112,14 +115,13 @@ class RMSprop(Optimizer):
       Keras stores a float lr in a float32 variable; TF1 turns Python-float
       hyperparameters into float32 tensors: in float64 this library uses your values as given.
 
-    Example:
+    Examples:
       >>> import torch, rmsprop
       >>> model = torch.nn.Linear(3, 1)
       >>> opt = rmsprop.RMSprop(model.parameters(), lr=0.01)            # torch.optim.RMSprop
       >>> opt = rmsprop.RMSprop.from_preset(model.parameters(), "tf1", lr=0.01, momentum=0.9)
       >>> model(torch.ones(2, 3)).sum().backward(); opt.step(); opt.zero_grad()
     """
-    )
 
     def __init__(
         self,
@@ -177,8 +179,9 @@ class RMSprop(Optimizer):
     def from_preset(cls, params: Iterable[Any], name: str, **overrides: Any) -> RMSprop:
         """The optimizer with preset ``name``'s switches (``rmsprop.PRESETS``); overrides win.
 
-        >>> import torch, rmsprop
-        >>> opt = rmsprop.RMSprop.from_preset([torch.zeros(3, requires_grad=True)], "keras", lr=0.1)
+        Examples:
+          >>> import torch, rmsprop
+          >>> opt = rmsprop.RMSprop.from_preset([torch.zeros(3, requires_grad=True)], "keras", lr=0.1)
         """
         return cls(params, **get_preset(name).hyperparameters(**overrides))
 
@@ -312,6 +315,16 @@ class RMSprop(Optimizer):
             )
         self.skipped_steps += 1
         return False
+
+
+# ``help(rmsprop.RMSprop)`` shows the box itself where the docstring names it (the site's
+# API page reads the docstring from the source; the box has its own page there)
+RMSprop.__doc__ = RMSprop.__doc__.replace(
+    "in every implementation).",
+    "in every implementation)::\n\n"
+    + "\n".join("        " + line for line in ALGORITHM.splitlines()),
+    1,
+)
 
 
 def _laid_out_like(p: Tensor, value: Tensor) -> Tensor:

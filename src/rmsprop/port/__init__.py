@@ -7,7 +7,7 @@ through this library, the switch table, and what each framework's *native* RMSpr
 express, measured on a small problem. NumPy only (the measurement runs the NumPy
 reference); the command line is ``rmsprop port``.
 
-Example:
+Examples:
   >>> from rmsprop.port import translate
   >>> t = translate("tf1", {"learning_rate": 0.016, "decay": 0.9, "momentum": 0.9, "epsilon": 1e-3})
   >>> print(t.exact["torch"])

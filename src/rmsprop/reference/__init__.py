@@ -3,7 +3,7 @@
 This is the oracle every faster implementation is tested against, and a usable NumPy
 optimizer in its own right. It imports only NumPy.
 
-Example:
+Examples:
   >>> import numpy as np
   >>> from rmsprop import reference as ref
   >>> tx = ref.rmsprop(lr=ref.schedules.step_decay(0.05, 0.95, 100))

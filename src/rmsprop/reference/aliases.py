@@ -97,7 +97,7 @@ def rmsprop(
       ``scale_by_learning_rate`` does not flip the sign: the chain ends in ``negate``.
       Hyperparameters are validated (alpha and momentum must be < 1; torch accepts more).
 
-    Example:
+    Examples:
       >>> import numpy as np
       >>> from rmsprop import reference as ref
       >>> tx = ref.rmsprop(lr=0.1, alpha=0.9, eps=1e-7, eps_in_sqrt=True)  # Keras's math
@@ -172,7 +172,7 @@ def from_preset(name: str, **overrides: Any) -> Transform:
     """:func:`rmsprop` with the switches of preset ``name`` (see ``rmsprop.PRESETS``);
     ``overrides`` win over the preset.
 
-    Example:
+    Examples:
       >>> from rmsprop import reference as ref
       >>> tx = ref.from_preset("tf1", lr=0.1)          # v starts at 1, eps inside, lr inside
     """
