@@ -9,8 +9,9 @@ library.
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,8 +131,46 @@ def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> Any:
     """Accept one of ``choices``."""
     if value not in choices:
         listed = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{name}={value!r} is invalid: it must be one of {listed}")
+        raise ValueError(
+            f"{name}={value!r} is invalid: it must be one of {listed}{did_you_mean(value, choices)}"
+        )
     return value
+
+
+def did_you_mean(value: Any, choices: Iterable[Any]) -> str:
+    """``"; did you mean 'x'?"`` for the choice closest to a mistyped string (``difflib``'s
+    ratio at least 0.6), else ``""``."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, [c for c in choices if isinstance(c, str)], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+#: Other frameworks' names for our arguments (Keras, TF1, optax, timm), as users type them.
+OTHER_NAMES = {
+    "learning_rate": "lr", "rho": "alpha", "decay": "alpha", "epsilon": "eps",
+    "initial_scale": "initial_accumulator_value", "decoupled_decay": "decoupled_weight_decay",
+    "use_nesterov": "nesterov", "lr_in_momentum_buffer": "lr_in_momentum",
+}  # fmt: skip
+
+
+def unknown_arguments(given: Iterable[str], known: Iterable[str], where: str) -> str | None:
+    """The message for arguments of ``given`` that ``where`` does not take (None if all
+    are known): each with the name it has here when it is another framework's name for
+    one of ``known``, or the closest known name."""
+    known = list(known)
+    parts = []
+    for name in given:
+        if name in known:
+            continue
+        ours = OTHER_NAMES.get(name)
+        if ours in known:
+            parts.append(f"{name!r} is another framework's name: here it is {ours}=")
+        else:
+            parts.append(f"{name!r} is not an argument{did_you_mean(name, known)}")
+    if not parts:
+        return None
+    return f"{where} got unexpected keyword argument(s): " + "; ".join(parts)
 
 
 def _is_real_scalar(value: Any) -> bool:

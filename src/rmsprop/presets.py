@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ._validation import did_you_mean
+
 __all__ = ["PRESETS", "SWITCHES", "Preset", "get_preset"]
 
 #: The switches a preset fixes, in the order the algorithm box applies them.
@@ -325,5 +327,8 @@ PRESETS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in _PRESET_LIS
 def get_preset(name: str) -> Preset:
     """The preset called ``name``; an unknown name raises and lists the known ones."""
     if not isinstance(name, str) or name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+        raise ValueError(
+            f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}"
+            f"{did_you_mean(name, PRESETS)}"
+        )
     return PRESETS[name]

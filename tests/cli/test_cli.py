@@ -279,6 +279,17 @@ def test_info_names_versions_back_ends_cache_and_what_auto_takes(capsys):
     assert "float16 parameters on the CPU: single" in out
 
 
+def test_info_prints_brackets_as_text(monkeypatch, capsys):
+    """A back end's reason with brackets (``pip install -e '.[gpu]'``) is printed as is, not
+    read as rich markup (which dropped ``[gpu]``)."""
+    from rmsprop.cli import info
+
+    reason = "needs triton: pip install triton (in rmsprop's clone: pip install -e '.[gpu]')"
+    monkeypatch.setattr(info, "backends", lambda: {"triton": reason})
+    assert main(["info"]) == 0
+    assert reason in capsys.readouterr().out
+
+
 def test_warmup_compiles_ahead_and_a_later_auto_step_runs_fused_at_once(tmp_path):
     """``rmsprop warmup`` writes the kernels to numba's disk cache: a new process with the
     background compile on then loads the kernel and runs fused within a few steps."""

@@ -45,7 +45,7 @@ BAD = [
     ({"centered": "yes"}, TypeError, r"centered must be True or False"),
     ({"foreach": 1}, TypeError, r"foreach must be None, True or False"),
     ({"ema_form": "keras"}, ValueError, r"ema_form='keras' is invalid"),
-    ({"rho": 0.9}, TypeError, r"unexpected keyword argument 'rho'"),
+    ({"rho": 0.9}, TypeError, r"'rho' is another framework's name: here it is alpha="),
 ]
 
 

@@ -138,3 +138,16 @@ def test_schedule_drives_the_lr_from_step_zero():
         _, state = tx.update(np.ones(1), state, params)
     assert seen == [0, 1, 2]
     assert not math.isnan(seen[0])
+
+
+@pytest.mark.parametrize("params_given", [True, False])
+def test_a_gradient_of_another_shape_is_refused(params_given):
+    """NumPy would broadcast a (2, 3) gradient onto a (3,) parameter (the parameter and its
+    state would become (2, 3)); the reference refuses it, naming both shapes."""
+    tx = ref.rmsprop(lr=0.1, momentum=0.9, centered=True)
+    params = np.zeros(3)
+    state = tx.init(params)
+    with pytest.raises(ValueError, match=r"shape \(2, 3\) where its parameter's is \(3,\)"):
+        tx.update(np.ones((2, 3)), state, params if params_given else None)
+    with pytest.raises(ValueError, match=r"updates: leaf 0 has shape \(2, 3\)"):
+        ref.apply_updates(params, np.ones((2, 3)))

@@ -98,29 +98,30 @@ def _choice(spec: dict[str, Any]) -> str:
 
 
 def show_info(console=None) -> int:
+    """Print the report; every value is printed as text (``rich.markup.escape``: a reason
+    like "pip install 'rmsprop[gpu]'" keeps its brackets)."""
     from rich.console import Console
+    from rich.markup import escape
 
     console = console or Console(soft_wrap=True)
     console.print("[bold]versions[/bold]")
     for name, version in versions().items():
-        console.print(f"  {name:8s} {version}")
+        console.print(f"  {name:8s} {escape(str(version))}")
     console.print("[bold]back ends[/bold]")
     for name, status in backends().items():
-        console.print(f"  {name:8s} {status}")
+        console.print(f"  {name:8s} {escape(str(status))}")
     import torch
 
     console.print(f"[bold]threads[/bold]  torch {torch.get_num_threads()}, "
                   f"cpus {os.cpu_count()}")  # fmt: skip
     cache = numba_cache()
     if cache["why not"] is not None:
-        from rich.markup import escape
-
         console.print(f"[bold]numba cache[/bold]  none: {escape(cache['why not'])}")
     else:
-        console.print(f"[bold]numba cache[/bold]  {cache['location']}: {cache['files']} files, "
-                      f"{cache['bytes'] / 2**20:.1f} MiB")  # fmt: skip
-        console.print(f"[bold]kernel compile process[/bold]  {compiler_line(cache)}")
+        console.print(f"[bold]numba cache[/bold]  {escape(str(cache['location']))}: "
+                      f"{cache['files']} files, {cache['bytes'] / 2**20:.1f} MiB")  # fmt: skip
+        console.print(f"[bold]kernel compile process[/bold]  {escape(compiler_line(cache))}")
     console.print("[bold]impl='auto' takes[/bold]")
     for case, choice in auto_choices().items():
-        console.print(f"  {case}: {choice}")
+        console.print(f"  {escape(case)}: {escape(choice)}")
     return 0

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._validation import did_you_mean
 from .checks import UsageError, device, positive_int, writable_file, writable_folder
 
 
@@ -15,6 +16,16 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        """argparse's check of ``choices``, saying which choice a typo was meant to be
+        (a sub-command too)."""
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as err:
+            raise argparse.ArgumentError(
+                action, f"{err.message}{did_you_mean(value, action.choices or ())}"
+            ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("rmsprop-report"), help="output folder")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--quick", action="store_true",
-                      help="a shorter run (11-13 s on 2 cores; 16 s on a fresh install)")  # fmt: skip
+                      help="a shorter run (17-25 s on 2 cores, BENCHMARKS.md)")  # fmt: skip
 
     bench = sub.add_parser("bench", help="time every implementation against torch.optim.RMSprop")
     bench.add_argument(

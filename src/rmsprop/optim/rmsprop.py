@@ -8,6 +8,7 @@ to the back end the plan chose: ``rmsprop.backends``).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,7 +18,7 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiable
 
 from .._dtensor import is_dtensor
-from .._validation import check_choice
+from .._validation import check_choice, unknown_arguments
 from ..algorithm import ALGORITHM
 from ..lowbit.forms import StateForm
 from ..lowbit.state import conform
@@ -122,6 +123,14 @@ class RMSprop(Optimizer):
       >>> opt = rmsprop.RMSprop.from_preset(model.parameters(), "tf1", lr=0.01, momentum=0.9)
       >>> model(torch.ones(2, 3)).sum().backward(); opt.step(); opt.zero_grad()
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> RMSprop:
+        """Python's own error for an unknown keyword names no alternative; this one says
+        when it is another framework's name (``rho`` is ``alpha`` here) or a typo."""
+        message = unknown_arguments(kwargs, _ARGUMENTS, "RMSprop()")
+        if message is not None:
+            raise TypeError(message)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -316,6 +325,12 @@ class RMSprop(Optimizer):
         self.skipped_steps += 1
         return False
 
+
+#: the constructor's arguments (``__new__`` checks the names; the signature stays __init__'s)
+RMSprop.__signature__ = inspect.signature(RMSprop.__init__).replace(
+    parameters=list(inspect.signature(RMSprop.__init__).parameters.values())[1:]
+)
+_ARGUMENTS = tuple(RMSprop.__signature__.parameters)
 
 # ``help(rmsprop.RMSprop)`` shows the box itself where the docstring names it (the site's
 # API page reads the docstring from the source; the box has its own page there)

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .tree import Tree, as_float_arrays, flatten, leaves_like, unflatten
+from .tree import Tree, as_float_arrays, flatten, leaves_like, same_shapes, unflatten
 
 InitFn = Callable[[Tree], Any]
 UpdateFn = Callable[[Tree, Any, "Tree | None"], tuple[Tree, Any]]
@@ -57,6 +57,7 @@ def apply_updates(params: Tree, updates: Tree) -> Tree:
     """``params + updates``, leaf by leaf, keeping each param's dtype."""
     leaves, treedef = flatten(params)
     deltas = leaves_like(updates, treedef, "updates")
+    same_shapes(deltas, leaves, "updates")
     return unflatten(
         treedef,
         [np.asarray(p + u, dtype=np.asarray(p).dtype) for p, u in zip(leaves, deltas)],
@@ -67,5 +68,6 @@ def check_inputs(grads: Tree, params: Tree | None) -> Tree:
     """Grads as float arrays (params checked for matching structure when given)."""
     grads = as_float_arrays(grads, "grads")
     if params is not None:
-        leaves_like(params, flatten(grads)[1], "params")
+        leaves, treedef = flatten(grads)
+        same_shapes(leaves, leaves_like(params, treedef, "params"), "grads")
     return grads

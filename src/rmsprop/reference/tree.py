@@ -82,10 +82,24 @@ def _describe(treedef: TreeDef) -> str:
     return f"[{inner}]" if treedef.kind == "list" else f"({inner})"
 
 
+def same_shapes(leaves: list[Any], other: list[Any], what: str) -> None:
+    """Each leaf of ``other`` has the shape of the matching leaf of ``leaves`` (NumPy would
+    broadcast a (2, 3) gradient onto a (3,) parameter and its state without a word)."""
+    for index, (leaf, twin) in enumerate(zip(leaves, other)):
+        if np.shape(leaf) != np.shape(twin):
+            raise ValueError(
+                f"{what}: leaf {index} has shape {np.shape(leaf)} where its parameter's is "
+                f"{np.shape(twin)}; a gradient, an update and every state array have their "
+                "parameter's shape"
+            )
+
+
 def tree_map(fn: Callable[..., Any], tree: Tree, *others: Tree) -> Tree:
-    """``fn`` applied leaf by leaf over ``tree`` and ``others`` (same structure)."""
+    """``fn`` applied leaf by leaf over ``tree`` and ``others`` (same structure and shapes)."""
     leaves, treedef = flatten(tree)
     rest = [leaves_like(o, treedef, "trees") for o in others]
+    for other in rest:
+        same_shapes(leaves, other, "trees")
     return unflatten(treedef, [fn(*args) for args in zip(leaves, *rest)])
 
 
@@ -95,6 +109,8 @@ def tree_map_n(
     """Like :func:`tree_map` for an ``fn`` returning ``n`` values: returns ``n`` trees."""
     leaves, treedef = flatten(tree)
     rest = [leaves_like(o, treedef, "trees") for o in others]
+    for other in rest:
+        same_shapes(leaves, other, "grads and state")
     results = [fn(*args) for args in zip(leaves, *rest)]
     return tuple(unflatten(treedef, [r[i] for r in results]) for i in range(n))
 
