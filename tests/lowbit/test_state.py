@@ -447,3 +447,19 @@ def test_toggling_centered_converts_between_square_avg_and_the_variance_form():
         assert ("grad_var_codes" in keys) == centered and ("square_avg_codes" in keys) != centered
         assert bool(torch.isfinite(p).all())
     assert before  # the last step ran from converted state
+
+
+def test_int8_state_says_which_tensors_keep_float_state():
+    """``state_dtype="int8"`` keeps float state for tensors below the 8-bit block size (a
+    model's biases): ``last_plan`` says so, and says nothing when every tensor is 8-bit."""
+    model = torch.nn.Linear(100, 100)  # a 10,000-element weight, a 100-element bias
+    opt = rmsprop.RMSprop(model.parameters(), lr=1e-3, state_dtype="int8", impl="single")
+    model(torch.ones(2, 100)).sum().backward()
+    opt.step()
+    assert "state_dtype='int8' keeps float state for tensors below 4,096 elements" in str(
+        opt.last_plan[0]
+    )
+    assert opt.state[model.bias]["square_avg"].dtype == torch.float32
+    weight_only = rmsprop.RMSprop([model.weight], lr=1e-3, state_dtype="int8", impl="single")
+    weight_only.step()
+    assert "note:" not in str(weight_only.last_plan[0])

@@ -78,11 +78,13 @@ class Plan:
     sharded: bool = False
 
     def summary(self) -> PlanSummary:
-        return PlanSummary(
-            self.impl,
-            tuple((t.mode, len(t.index), t.facts.storage.name.lower()) for t in self.tasks),
-            dict(self.passed_over),
-        )
+        tasks = tuple((t.mode, len(t.index), t.facts.storage.name.lower()) for t in self.tasks)
+        notes = ()
+        if self.form.state_dtype == "int8" and any(s == "float" for _, _, s in tasks):
+            notes = (f"state_dtype='int8' keeps float state for tensors below {MIN_INT8_NUMEL:,} "
+                     "elements (8-bit blocks would not save memory there), complex ones and "
+                     "shards that would split its 256-element blocks",)  # fmt: skip
+        return PlanSummary(self.impl, tasks, dict(self.passed_over), notes)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class PlanSummary:
     impl: str
     tasks: tuple[tuple[str, int, str], ...]
     passed_over: dict[str, str]
+    notes: tuple[str, ...] = ()  # what the group's settings do here that one might not expect
 
     def __str__(self) -> str:
         parts = [
@@ -101,6 +104,8 @@ class PlanSummary:
         text = f"{self.impl}: " + ("; ".join(parts) or "no gradients")
         for name, why in self.passed_over.items():
             text += f"\n  passed over {name}: {why}"
+        for note in self.notes:
+            text += f"\n  note: {note}"
         return text
 
 
