@@ -88,14 +88,15 @@ def problem(overrides: dict, seed: int):
 
 
 def measure_presets(dtype: str) -> dict[str, float]:
-    """Against the torch optimizer: relative error (float64) or ulps (float32), worst of
-    three problems, for every preset and the switch matrix."""
+    """Against the torch optimizer: relative error (float64: every preset and the switch
+    matrix, one problem) or ulps (float32: every preset, worst of three problems)."""
     import rmsprop
 
     cases = {name: (name, {}) for name in rmsprop.PRESETS}
-    cases.update(
-        {f"switches_{k}": ("torch", {**v, "alpha": 0.9}) for k, v in SWITCH_MATRIX.items()}
-    )
+    if dtype == "float64":
+        cases.update(
+            {f"switches_{k}": ("torch", {**v, "alpha": 0.9}) for k, v in SWITCH_MATRIX.items()}
+        )
     result = {}
     for case, (preset, overrides) in cases.items():
         worst = 0.0
@@ -134,7 +135,9 @@ def keras_preset_equals_keras(dtype: str = "float32") -> dict[str, bool]:
                                   params0, grads, lrs, dtype)  # fmt: skip
         mine = keras_trajectory(lambda s=switches: rmsprop.keras.RMSprop(0.01, preset="keras", **s),
                                 params0, grads, lrs, dtype)  # fmt: skip
-        result[case] = all(np.array_equal(a, b) for x, y in zip(mine, theirs) for a, b in zip(x, y))
+        result[f"{dtype} {case}"] = all(
+            np.array_equal(a, b) for x, y in zip(mine, theirs) for a, b in zip(x, y)
+        )
     return result
 
 

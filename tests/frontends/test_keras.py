@@ -1,25 +1,37 @@
-"""rmsprop.keras: every preset against the torch optimizer (float64 within 1e-15, float32
-within the README's stated ulps) and the keras preset against keras.optimizers.RMSprop
-bit for bit, on the torch backend here and on the jax backend in a subprocess; then
-serialization, weight decay, schedules and Keras's own optimizer features."""
+"""rmsprop.keras on every Keras backend: every preset against the torch optimizer
+(float64 within 1e-15, float32 within the stated ulps per backend) and the keras preset
+against keras.optimizers.RMSprop bit for bit; then serialization, weight decay, schedules
+and Keras's own optimizer features.
+
+Keras picks its backend once per process (``KERAS_BACKEND``, read at ``import keras``), so
+this module runs on the process's backend (torch under ``tests/conftest.py``) and
+:func:`test_every_keras_test_on_the_other_backends` runs it again, with the backend's own
+suite (``keras_tensorflow.py``, ``keras_jax.py``), in one pytest process per other backend;
+those processes start with this module's first test and run beside it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import json
+import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+if os.environ.get("KERAS_BACKEND") == "tensorflow":
+    # TensorFlow and Triton each carry LLVM: Triton loaded after TensorFlow aborts the
+    # process ("LLVM ERROR: inconsistency in registered CommandLine options"; torch loads
+    # it in torch._dynamo, which torch.optim imports); loaded first, both work
+    with contextlib.suppress(ImportError):
+        import triton  # noqa: F401
+
 keras = pytest.importorskip("keras")
-if keras.backend.backend() != "torch":  # pragma: no cover
-    pytest.skip(
-        "this module runs on the torch backend (KERAS_BACKEND=torch)", allow_module_level=True
-    )
 
 import rmsprop  # noqa: E402
 import rmsprop.keras  # noqa: E402
@@ -33,14 +45,29 @@ from parity_data import (  # noqa: E402
     random_problem,
 )
 
-#: The README's table: the largest difference from ``rmsprop.RMSprop(impl="single")``
-#: over 100 float32 steps with a changing lr, in ulps of each tensor's largest element,
-#: worst of three problems (seeds 3-5), per Keras backend.
+BACKEND = keras.backend.backend()
+HERE = Path(__file__).resolve().parent
+#: Set in the child pytest processes (they do not start children of their own).
+CHILD = "RMSPROP_KERAS_BACKEND_CHILD"
+#: Per backend: its own test files (beside this module) and its environment. The jax
+#: process has float64 (x64) and two virtual CPU devices (keras.distribution tests).
+BACKENDS = {
+    "torch": ((), {}),
+    "tensorflow": (("keras_tensorflow.py",), {"TF_CPP_MIN_LOG_LEVEL": "2"}),
+    "jax": (("keras_jax.py",), {"JAX_ENABLE_X64": "1", "JAX_PLATFORMS": "cpu",
+                               "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
+}  # fmt: skip
+
+#: The largest difference from ``rmsprop.RMSprop(impl="single")`` over 100 float32 steps
+#: with a changing lr, in ulps of each tensor's largest element, worst of three problems
+#: (seeds 3-5), per Keras backend (docs/correctness.md's table).
 FLOAT32_ULPS = {
     "torch": {"torch": 2, "keras": 1, "tf1": 1, "optax": 1, "timm_tf": 1, "hinton": 1,
               "graves": 3, "dqn": 1, "dopamine": 0.5, "impala": 0.25, "sb3_tf_like": 0.25},
     "jax": {"torch": 2, "keras": 1, "tf1": 1, "optax": 1, "timm_tf": 1, "hinton": 1,
             "graves": 3, "dqn": 2, "dopamine": 1, "impala": 0.5, "sb3_tf_like": 2},
+    "tensorflow": {"torch": 2, "keras": 1, "tf1": 1, "optax": 1, "timm_tf": 1, "hinton": 1,
+                   "graves": 3, "dqn": 2, "dopamine": 1, "impala": 0.5, "sb3_tf_like": 2},
 }  # fmt: skip
 
 
@@ -57,21 +84,41 @@ def check(results: dict, backend: str) -> None:
 
 
 @pytest.mark.parity
-def test_torch_backend_parity():
+def test_every_preset_against_its_oracle_on_this_backend():
     check({"float64": keras_parity.measure_presets("float64"),
            "float32": keras_parity.measure_presets("float32"),
-           "keras_bits": keras_parity.keras_preset_equals_keras()}, "torch")  # fmt: skip
+           "keras_bits": {**keras_parity.keras_preset_equals_keras("float32"),
+                          **keras_parity.keras_preset_equals_keras("float64")}}, BACKEND)  # fmt: skip
 
 
-@pytest.mark.parity
-def test_jax_backend_parity():
-    pytest.importorskip("jax")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_ENABLE_X64": "1", "JAX_PLATFORMS": "cpu"}
-    script = Path(keras_parity.__file__)
-    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
-                          timeout=600, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    check(json.loads(done.stdout.strip().splitlines()[-1]), "jax")
+#: Presets whose step is not Keras's own code once centered (Keras's own centered step is
+#: in the parity test above).
+NOT_KERAS = ("torch", "tf1", "optax", "timm_tf", "hinton", "dqn")
+
+
+@pytest.mark.parametrize("preset", NOT_KERAS)
+def test_centered_presets_match_the_torch_optimizer_in_float64(preset):
+    """``preset="torch", centered=True`` crashed on tensorflow (``lerp`` read a
+    ``tf.DType`` as a NumPy dtype: "Cannot interpret 'tf.float32' as a data type")."""
+    params0, grads, lrs = random_problem(seed=3, steps=20)
+    overrides = {"centered": True}
+    theirs = keras_parity.torch_trajectory(preset, overrides, params0, grads, lrs, "float64")
+    mine = keras_parity.keras_trajectory(keras_parity.ours(preset, overrides), params0, grads,
+                                         lrs, "float64")  # fmt: skip
+    assert keras_parity.relative_error(mine, theirs) <= 1e-15
+
+
+def test_centered_torch_preset_trains_in_fit():
+    """The same crash in ``model.fit`` (compiled by the backend: ``tf.function`` on
+    tensorflow, ``jax.jit`` on jax): the loss falls."""
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = x @ np.array([[1.0], [-2.0], [0.5], [3.0]], "float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=rmsprop.keras.RMSprop(preset="torch", centered=True, momentum=0.5),
+                  loss="mse")  # fmt: skip
+    losses = model.fit(x, y, epochs=5, batch_size=16, verbose=0).history["loss"]
+    assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0], losses
 
 
 def _problem():
@@ -266,3 +313,60 @@ def test_golden_trajectories_of_tf1_timm_and_sb3(path):
     for step, (mine, theirs) in enumerate(zip(ours, golden.traj)):
         for a, b in zip(mine, theirs):
             assert_close_f64(a, b, what=f"{golden.name} step {step + 1}")
+
+
+DRIVER = "test_every_keras_test_on_the_other_backends"
+
+
+def other_backends(session: pytest.Session) -> list[str]:
+    """The backends whose driver test is selected, other than this process's, installed."""
+    if os.environ.get(CHILD):
+        return []
+    chosen = [item.callspec.params["backend"] for item in session.items
+              if getattr(item, "originalname", None) == DRIVER]  # fmt: skip
+    return [b for b in chosen if b != BACKEND and importlib.util.find_spec(b) is not None]
+
+
+def start_child(backend: str, markers: str, log) -> subprocess.Popen:
+    files, env = BACKENDS[backend]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+               *(str(HERE / f) for f in files)]  # fmt: skip
+    command += ["-m", markers] if markers else []
+    env = {**os.environ, **env, "KERAS_BACKEND": backend, CHILD: "1"}
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            cwd=HERE.parent.parent)  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def children(request):
+    """One pytest process per other backend, started with this module's first test (the
+    marker expression, ``-m``, is passed on); each is waited for by its driver test."""
+    markers = request.config.getoption("markexpr")
+    running = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for backend in other_backends(request.session):
+            log = open(Path(folder) / f"{backend}.log", "w+")  # noqa: SIM115 (closed below)
+            running[backend] = (start_child(backend, markers, log), log)
+        try:
+            yield running
+        finally:
+            for process, log in running.values():
+                if process.poll() is None:
+                    process.kill()
+                process.wait()
+                log.close()
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_every_keras_test_on_the_other_backends(backend, children):
+    """This module and the backend's own suite passed on ``backend``."""
+    if os.environ.get(CHILD):
+        pytest.skip("a child process: its parent runs the other backends")
+    if backend == BACKEND:
+        pytest.skip(f"this process runs on {backend}")
+    if backend not in children:
+        pytest.skip(f"{backend} is not installed")
+    process, log = children[backend]
+    code = process.wait(timeout=1500)
+    log.seek(0)
+    assert code == 0, f"KERAS_BACKEND={backend}:\n{log.read()[-8000:]}"

@@ -108,7 +108,7 @@ class RMSprop(keras.optimizers.RMSprop):
       (``velocity``, ``momentum``, ``average_gradient``), so a checkpoint of a Keras
       RMSprop loads into it. Variables compute in their own dtype, as in Keras.
 
-    Example:
+    Examples:
       >>> import keras, rmsprop.keras
       >>> opt = rmsprop.keras.RMSprop(learning_rate=0.1, preset="keras")
       >>> var = keras.Variable([10.0])
@@ -183,6 +183,24 @@ class RMSprop(keras.optimizers.RMSprop):
                     velocity.assign(ops.full(velocity.shape, self.initial_accumulator_value,
                                              dtype=velocity.dtype))  # fmt: skip
 
+    def _apply_weight_decay(self, variables) -> None:
+        """(3) decoupled: ``θ ← θ − η λ θ`` (Keras's ``_apply_weight_decay``, which respects
+        ``exclude_from_weight_decay``).
+
+        Keras casts ``λ`` from the Python float to the variable's dtype; on tensorflow that
+        cast goes through float32, so a float64 variable decays by ``float32(λ)``. With
+        Keras's own switches that is kept (the step is Keras's); with any other switch
+        ``λ`` is cast from float64, exact as on the torch and jax backends."""
+        decay = self.weight_decay
+        if self.keras_own or decay is None:
+            super()._apply_weight_decay(variables)
+            return
+        self.weight_decay = np.float64(decay)  # a NumPy scalar: every backend casts it exactly
+        try:
+            super()._apply_weight_decay(variables)
+        finally:
+            self.weight_decay = decay
+
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         if self.keras_own and keras.backend.backend() == "torch":
             import torch
@@ -201,7 +219,9 @@ class RMSprop(keras.optimizers.RMSprop):
         if self.keras_own:
             super().update_step(gradient, variable, learning_rate)
             return
-        dtype = variable.dtype
+        # the variable's dtype by Keras's name ("float32"): on tensorflow the variable is a
+        # tf.Variable and its dtype a tf.DType, which NumPy and string comparisons misread
+        dtype = keras.backend.standardize_dtype(variable.dtype)
         lr, grad = ops.cast(learning_rate, dtype), ops.cast(gradient, dtype)
         index = self._get_variable_index(variable)
         grad = -grad if self.maximize else grad  # (1)
@@ -215,7 +235,9 @@ class RMSprop(keras.optimizers.RMSprop):
             self.assign(mean, ema_of_mean(mean, grad, self.rho, self.ema_form, dtype))  # (5)
         if self.bias_correction:  # (6): 1 − ρᵗ in float32 at least (ρ rounds to 1 in bf16)
             wide = "float64" if dtype == "float64" else "float32"
-            power = ops.power(ops.cast(self.rho, wide), ops.cast(self.iterations + 1, wide))
+            # convert_to_tensor, not cast: TensorFlow casts a Python float via float32
+            rho = ops.convert_to_tensor(self.rho, dtype=wide)
+            power = ops.power(rho, ops.cast(self.iterations + 1, wide))
             correction = ops.cast(1 - power, dtype)
             s = s / correction
             mean = None if mean is None else mean / correction
