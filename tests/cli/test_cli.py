@@ -56,6 +56,31 @@ def test_demo_report_content(quick_demo):
     assert "tf1" in html and "timm_tf" in html
 
 
+def test_demo_report_speaks_to_users(quick_demo, capsys):
+    """No internal names or self-contradictions: what ran is said in words (not impl names
+    or plan summaries), the presets' spread is explained from the numbers, section 5 says
+    how its runs differ from section 3's and quotes the bytes its table shows, RMSprop's
+    distance from the least-squares fit is explained, and the summary says what a missing
+    step count means."""
+    from rmsprop.cli.demo import _print_summary
+
+    html = unescape(quick_demo.report.read_text(encoding="utf-8"))
+    for internal in ("tensor(s)", "single then", "foreach then", "within 0.0%",
+                     "(same seed, same batches)", "8 for fp32 with momentum"):  # fmt: skip
+        assert internal not in html, internal
+    assert "the fused CPU kernel" in html
+    assert "short of the exact fit" in html and "last lr" in html
+    fp32_bytes = f"{quick_demo.memory['lstm']['fp32']['bytes']:.2f} for fp32"
+    assert fp32_bytes in html
+    assert "presets end" in html
+    _print_summary(quick_demo)
+    out = capsys.readouterr().out
+    assert "steps to loss < 1e-3 on rosenbrock" in out
+    assert any(r["steps"] is not None for r in quick_demo.race["rosenbrock"].values())
+    missing = [n for n, r in quick_demo.race["rosenbrock"].items() if r["steps"] is None]
+    assert not missing or "not within 1000" in out
+
+
 def test_demo_report_explains_itself(quick_demo):
     """Each measured section says what to take from it (from its numbers), the contents
     are links, the digits table gives every learning rate and times without the first
