@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="tiny sizes (4K, 64K), 20 small tensors, 3 repeats: a smoke run")  # fmt: skip
     parser.add_argument("--only", default="", help="comma-separated impl names to run")
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
+    parser.add_argument("--compile-small", action="store_true",
+                        help="torch.compile on the small tensors too (its compile takes minutes)")  # fmt: skip
     parser.add_argument("--device", default=None, help="cuda (default when present) or cpu")
     parser.add_argument("--json", type=Path, help="default benchmarks/results/gpu-DEVICE.json")
     args = parser.parse_args(argv)
@@ -166,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     if small:
         suites.append((f"{len(small):,} small tensors", small))
     cases = [(suite, ns, config, impl, None) for suite, ns in suites for config in CONFIGS
-             for impl in impls]  # fmt: skip
+             for impl in impls if impl != "torch.compile" or len(ns) == 1 or args.compile_small]  # fmt: skip
+    if small and "torch.compile" in impls and not args.compile_small:
+        skipped["torch.compile, small tensors"] = "its compile takes minutes (--compile-small)"
     if "rmsprop triton" in impls:  # compact state, on the largest single tensor
         cases += [(suites[len(sizes) - 1][0], [sizes[-1]], config, "rmsprop triton", state)
                   for config in CONFIGS for state in ("bf16", "int8") if sizes]  # fmt: skip
