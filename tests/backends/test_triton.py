@@ -39,7 +39,10 @@ def _run(impl, hp, dtype, steps=4, seed=0):
 @pytest.mark.parametrize("config", SWITCH_MATRIX)
 def test_triton_equals_numba_bit_for_bit(config):
     if DEVICE != "cpu":
-        pytest.skip("numba runs on CPU tensors; on a GPU this is compared in test_gpu")
+        pytest.skip(
+            "numba runs on CPU tensors; on a GPU tests/gpu/test_triton_on_device.py compares "
+            "them (test_kernel_bits_equal_numba)"
+        )
     hp = {"lr": 0.01, "alpha": 0.9, **SWITCH_MATRIX[config]}
     ours, _ = _run("triton", hp, torch.float32, seed=len(config))
     theirs, _ = _run("numba", hp, torch.float32, seed=len(config))
@@ -60,7 +63,10 @@ def ieee_sqrt(monkeypatch):
 def test_low_precision_params_update_in_fp32(config, dtype, ieee_sqrt):
     """fp16/bf16 params: loaded, updated in fp32, stored back; as the single-tensor path."""
     if DEVICE != "cpu":
-        pytest.skip("compared with the CPU single-tensor path")
+        pytest.skip(
+            "compared with the CPU single-tensor path; on a GPU tests/gpu/"
+            "test_triton_on_device.py compares fp16/bf16 (test_kernel_bits_equal_the_cpu_oracle)"
+        )
     hp = {"lr": 0.01, "alpha": 0.9, **SWITCH_MATRIX[config]}
     if dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1":
         # The interpreter truncates fp32 -> bf16 (GPUs round to nearest even), so one step
