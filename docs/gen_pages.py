@@ -29,6 +29,11 @@ from rmsprop.port import native_ports, translate
 from rmsprop.port.targets import exact_targets, matters, switch_rows
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the smallest text in a figure, in points at 110 dpi: figures are drawn at most about 10.5
+#: inches wide, so at a 1280-px window (an article about 760 px wide) it shows at 9 px or more
+#: (``tests/docs/test_site.py`` measures it in Chromium)
+SMALLEST_FONT_PT = 10
+FIGURE_DPI = 110
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -165,7 +170,7 @@ def cli_page() -> str:
 # ------------------------------------------------------------------------------ figures
 def save(fig, path: str) -> None:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
     plt.close(fig)
     with mkdocs_gen_files.open(path, "wb") as fh:
         fh.write(buffer.getvalue())
@@ -177,9 +182,9 @@ def speed_figure(name: str, path: str) -> None:
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in data["rows"]:
         groups.setdefault((row["suite"], row["config"]), []).append(row)
-    columns = min(3, len(groups))
+    columns = min(2, len(groups))
     lines = -(-len(groups) // columns)
-    fig, axes = plt.subplots(lines, columns, figsize=(4.6 * columns, 3.4 * lines), squeeze=False)
+    fig, axes = plt.subplots(lines, columns, figsize=(5.2 * columns, 3.0 * lines), squeeze=False)
     for ax in axes.flat[len(groups) :]:
         ax.set_visible(False)
     for ax, ((suite, config), rows) in zip(axes.flat, groups.items()):
@@ -189,30 +194,33 @@ def speed_figure(name: str, path: str) -> None:
         )  # (rows that did not run: None)
         ax.barh([r["impl"] for r in rows], [r["speedup_vs_torch"] for r in rows], color="#3f51b5")
         ax.axvline(1.0, color="grey", lw=0.8)
-        ax.set_title(f"{suite}, {config}", fontsize=9)
-        ax.set_xlabel("speed-up over torch.optim.RMSprop (for-loop)", fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.set_title(f"{suite}, {config}", fontsize=SMALLEST_FONT_PT + 1)
+        ax.set_xlabel("speed-up over torch.optim.RMSprop (for-loop)", fontsize=SMALLEST_FONT_PT)
+        ax.tick_params(labelsize=SMALLEST_FONT_PT)
     env = data["environment"]
     triad = data["triad_gbps"]
     triad = max(triad.values()) if isinstance(triad, dict) else triad  # per thread pool
     fig.suptitle(f"{env['processor']}, {env['cpus']} cores, torch {env['torch']}; triad "
-                 f"{triad:.1f} GB/s; median of {data['repeats']} steps", fontsize=9)  # fmt: skip
+                 f"{triad:.1f} GB/s; median of {data['repeats']} steps",
+                 fontsize=SMALLEST_FONT_PT + 1)  # fmt: skip
     fig.tight_layout()
     save(fig, path)
 
 
 def quality_figure(path: str) -> None:
     data = json.loads((RESULTS / "cpu-2core-amd-epyc-quality.json").read_text())
-    fig, ax = plt.subplots(figsize=(9, 3.6))
+    fig, ax = plt.subplots(figsize=(10, 4.2))
     labels = [f"{r['problem']} / {r['config']}" for r in data["rows"]]
     for offset, form in ((-0.2, "bf16"), (0.2, "int8")):
         ax.bar([i + offset for i in range(len(labels))],
                [100 * (r[form] / r["fp32"] - 1) for r in data["rows"]], width=0.4, label=form)  # fmt: skip
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
-    ax.set_ylabel("final loss vs fp32 state (%)")
-    ax.set_title("Compact state: final loss relative to fp32 state (40 runs)", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=SMALLEST_FONT_PT)
+    ax.tick_params(axis="y", labelsize=SMALLEST_FONT_PT)
+    ax.set_ylabel("final loss vs fp32 state (%)", fontsize=SMALLEST_FONT_PT)
+    ax.set_title("Compact state: final loss relative to fp32 state (40 runs)",
+                 fontsize=SMALLEST_FONT_PT + 1)  # fmt: skip
+    ax.legend(fontsize=SMALLEST_FONT_PT)
     fig.tight_layout()
     save(fig, path)
 
@@ -224,12 +232,14 @@ def optax_figure(path: str) -> None:
     for offset, key in ((-0.2, "rmsprop.optax ms"), (0.2, "optax.rmsprop ms")):
         ax.bar([i + offset for i in range(len(names))], [r[key] for r in data["rows"]], width=0.4,
                label=key.removesuffix(" ms"))  # fmt: skip
-    ax.set_xticks(range(len(names)), names, fontsize=8)
-    ax.set_ylabel("ms per jitted step")
+    ax.set_xticks(range(len(names)), names, fontsize=SMALLEST_FONT_PT)
+    ax.tick_params(axis="y", labelsize=SMALLEST_FONT_PT)
+    ax.set_ylabel("ms per jitted step", fontsize=SMALLEST_FONT_PT)
     ax.set_title(
-        f"JAX, {data['size'] / 2**20:.0f}M float32 parameters (jax {data['jax']})", fontsize=9
+        f"JAX, {data['size'] / 2**20:.0f}M float32 parameters (jax {data['jax']})",
+        fontsize=SMALLEST_FONT_PT + 1,
     )
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=SMALLEST_FONT_PT)
     fig.tight_layout()
     save(fig, path)
 

@@ -147,3 +147,72 @@ def test_math_renders_and_plots_load_in_headless_chromium(site, tmp_path):
     _chromium(["--window-size=1280,1400", f"--screenshot={shot}",
                (site / "concepts" / "index.html").as_uri()], tmp_path / "s")  # fmt: skip
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+
+
+LAYOUT_PROBE = """<script>
+window.addEventListener('load', () => {
+  const codes = [...document.querySelectorAll('article pre > code')];
+  const scrolled = codes.filter(c => c.scrollWidth > c.clientWidth + 1
+      || c.parentElement.scrollWidth > c.parentElement.clientWidth + 1)
+    .map(c => c.textContent.slice(0, 60));
+  const split = [];
+  for (const cell of document.querySelectorAll('article td, article th')) {
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const m of node.textContent.matchAll(/[A-Za-z0-9_.]{4,}/g)) {
+        const range = document.createRange();
+        range.setStart(node, m.index); range.setEnd(node, m.index + m[0].length);
+        const lines = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+        if (lines.size > 1) split.push(m[0]);
+      }
+    }
+  }
+  const out = document.createElement('pre');
+  out.id = 'probe'; out.textContent = JSON.stringify({codes: codes.length, scrolled, split});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_at_1280_px_no_code_block_scrolls_and_no_table_splits_a_word(site, tmp_path):
+    """In a 1280-px window, code blocks wrap instead of scrolling sideways (the Quick start,
+    the porting pages' exact lines) and no word in a table cell is split across lines (the
+    porting tables broke ``eps_in_sqrt`` mid-word)."""
+    import json
+
+    for page in ("", "install", "porting/from-tf1", "porting/from-keras", "porting/from-timm",
+                 "api"):  # fmt: skip
+        html = (site / page / "index.html").read_text(encoding="utf-8")
+        probe = site / page / "layout-probe.html"
+        probe.write_text(html.replace("</body>", LAYOUT_PROBE + "</body>"), encoding="utf-8")
+        dom = _chromium(["--window-size=1280,1000", "--virtual-time-budget=5000", "--dump-dom",
+                         probe.as_uri()], tmp_path / "p")  # fmt: skip
+        report = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1))
+        assert report["scrolled"] == [] and report["split"] == [], (page, report)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_at_1280_px_every_figures_smallest_text_is_readable(site, tmp_path):
+    """The performance page's figures are shown scaled to the article's width: their
+    smallest text (``SMALLEST_FONT_PT`` at ``FIGURE_DPI`` in docs/gen_pages.py) is at least
+    9 px on screen in a 1280-px window (the large-tensor figure's was about 5 px)."""
+    import json
+
+    source = (DOCS / "gen_pages.py").read_text(encoding="utf-8")
+    points = int(re.search(r"^SMALLEST_FONT_PT = (\d+)", source, re.M).group(1))
+    dpi = int(re.search(r"^FIGURE_DPI = (\d+)", source, re.M).group(1))
+    probe_js = """<script>window.addEventListener('load', () => {
+      const out = document.createElement('pre'); out.id = 'probe';
+      out.textContent = JSON.stringify([...document.querySelectorAll('article img')]
+        .map(i => [i.getAttribute('src'), i.clientWidth / i.naturalWidth]));
+      document.body.appendChild(out); });</script>"""
+    html = (site / "performance" / "index.html").read_text(encoding="utf-8")
+    probe = site / "performance" / "figure-probe.html"
+    probe.write_text(html.replace("</body>", probe_js + "</body>"), encoding="utf-8")
+    dom = _chromium(["--window-size=1280,1000", "--virtual-time-budget=5000", "--dump-dom",
+                     probe.as_uri()], tmp_path / "p")  # fmt: skip
+    scales = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1))
+    assert len(scales) >= 4
+    smallest = {src: round(points * dpi / 72 * scale, 1) for src, scale in scales}
+    assert all(px >= 9 for px in smallest.values()), smallest
