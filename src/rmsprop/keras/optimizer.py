@@ -32,7 +32,8 @@ KERAS_OWN = {"eps_in_sqrt": True, "initial_accumulator_value": 0.0, "nesterov": 
              "lr_in_momentum": True, "decoupled_weight_decay": True, "bias_correction": False,
              "maximize": False, "ema_form": "multiply", "centered_clamp": False,
              "division_form": "lr_first"}  # fmt: skip
-EXTRA = ("maximize", "division_form")  # switches beyond the preset's
+EXTRA = ("maximize", "division_form", "sparse_mode")  # switches beyond the preset's
+SPARSE_MODES = ("lazy", "dense")
 
 
 def lerp(start, end, weight: float, dtype: str):
@@ -69,6 +70,45 @@ def with_eps(s, eps: float, eps_in_sqrt: bool, division_form: str):
     return ops.sqrt(s + eps) if eps_in_sqrt else ops.sqrt(s) + eps
 
 
+def indexed_rows(gradient):
+    """``(rows, values)`` of a TensorFlow ``IndexedSlices`` gradient (an ``Embedding``'s on
+    the tensorflow backend) with duplicate rows summed, as TF1's optimizer sums them before
+    ``SparseApplyRMSProp``; ``(None, gradient)`` for a dense gradient."""
+    if keras.backend.backend() != "tensorflow":
+        return None, gradient
+    import tensorflow as tf
+
+    if not isinstance(gradient, tf.IndexedSlices):
+        return None, gradient
+    rows, position = tf.unique(gradient.indices)
+    return rows, tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(rows)[0])
+
+
+class Rows:
+    """Reads and writes of a whole tensor (``rows=None``) or of the rows of a lazy sparse
+    step: :meth:`read` gathers the rows, :meth:`write` scatters them back (Keras's
+    tensorflow optimizer scatters an ``IndexedSlices`` value)."""
+
+    def __init__(self, optimizer, rows) -> None:
+        self.optimizer, self.rows = optimizer, rows
+
+    def read(self, variable):
+        return variable if self.rows is None else ops.take(variable, self.rows, axis=0)
+
+    def _slices(self, value):
+        if self.rows is None:
+            return value
+        import tensorflow as tf
+
+        return tf.IndexedSlices(value, self.rows)
+
+    def write(self, variable, value) -> None:
+        self.optimizer.assign(variable, self._slices(value))
+
+    def subtract(self, variable, value) -> None:
+        self.optimizer.assign_sub(variable, self._slices(value))
+
+
 @keras.saving.register_keras_serializable(package="rmsprop", name="RMSprop")
 class RMSprop(keras.optimizers.RMSprop):
     r"""RMSprop with every switch of every framework, as a Keras 3 optimizer.
@@ -102,6 +142,13 @@ class RMSprop(keras.optimizers.RMSprop):
         (Keras's own ``weight_decay`` attribute means decoupled decay, so it is None).
       division_form: ``"lr_first"`` (Keras: ``(lr·g)/d``), ``"divide"`` (torch's op
         order) or ``"rsqrt"`` (optax's).
+      sparse_mode: for an ``IndexedSlices`` gradient (an ``Embedding``'s on the tensorflow
+        backend), ``"lazy"``: only the rows present are updated, duplicates summed, and
+        absent rows keep their parameter and every state (their momentum does not move
+        them): TF1's ``SparseApplyRMSProp`` and ``rmsprop.RMSprop``'s default; or
+        ``"dense"``: the gradient made dense, as Keras's own optimizers do. Default:
+        ``"dense"`` with Keras's own switches (the step is Keras's), ``"lazy"`` otherwise.
+        Keras's decoupled ``weight_decay`` decays every row either way.
 
     Differences from keras.optimizers.RMSprop:
       With Keras's switches it *is* Keras's step. Variables keep Keras's names
@@ -146,6 +193,7 @@ class RMSprop(keras.optimizers.RMSprop):
         ema_form: str | None = None,
         centered_clamp: bool | None = None,
         division_form: str | None = None,
+        sparse_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
         given = {"lr": learning_rate, "alpha": rho, "momentum": momentum, "eps": epsilon,
@@ -172,6 +220,9 @@ class RMSprop(keras.optimizers.RMSprop):
         for key, value in hp.items():
             setattr(self, key, value)
         self.keras_own = all(hp[k] == v for k, v in KERAS_OWN.items())
+        if sparse_mode is not None and sparse_mode not in SPARSE_MODES:
+            raise ValueError(f"sparse_mode must be one of {SPARSE_MODES}, got {sparse_mode!r}")
+        self.sparse_mode = sparse_mode or ("dense" if self.keras_own else "lazy")
 
     def build(self, var_list: list) -> None:
         if self.built:
@@ -216,23 +267,29 @@ class RMSprop(keras.optimizers.RMSprop):
     def update_step(self, gradient, variable, learning_rate) -> None:
         """Steps (1), (3)-(10) for one variable; clipping (2) and decoupled decay (3) ran
         in Keras's ``apply`` before it."""
-        if self.keras_own:
-            super().update_step(gradient, variable, learning_rate)
+        rows, values = indexed_rows(gradient)
+        if self.keras_own and (rows is None or self.sparse_mode == "dense"):
+            super().update_step(gradient, variable, learning_rate)  # (densifies a sparse one)
             return
+        if rows is not None and self.sparse_mode == "dense":
+            rows, values = None, ops.convert_to_tensor(gradient)
+        at = Rows(self, rows)
         # the variable's dtype by Keras's name ("float32"): on tensorflow the variable is a
         # tf.Variable and its dtype a tf.DType, which NumPy and string comparisons misread
         dtype = keras.backend.standardize_dtype(variable.dtype)
-        lr, grad = ops.cast(learning_rate, dtype), ops.cast(gradient, dtype)
+        lr, grad = ops.cast(learning_rate, dtype), ops.cast(values, dtype)
         index = self._get_variable_index(variable)
         grad = -grad if self.maximize else grad  # (1)
         if self.coupled_weight_decay and self._use_weight_decay(variable):
-            grad = grad + self.coupled_weight_decay * variable  # (3) coupled
+            grad = grad + self.coupled_weight_decay * at.read(variable)  # (3) coupled
         velocity = self._velocities[index]
-        self.assign(velocity, ema_of_square(velocity, grad, self.rho, self.ema_form))  # (4)
-        s, mean = velocity, None
+        s = ema_of_square(at.read(velocity), grad, self.rho, self.ema_form)  # (4)
+        at.write(velocity, s)
+        mean = None
         if self.centered:
-            mean = self._average_gradients[index]
-            self.assign(mean, ema_of_mean(mean, grad, self.rho, self.ema_form, dtype))  # (5)
+            mean = ema_of_mean(at.read(self._average_gradients[index]), grad, self.rho,
+                               self.ema_form, dtype)  # (5)  # fmt: skip
+            at.write(self._average_gradients[index], mean)
         if self.bias_correction:  # (6): 1 − ρᵗ in float32 at least (ρ rounds to 1 in bf16)
             wide = "float64" if dtype == "float64" else "float32"
             # convert_to_tensor, not cast: TensorFlow casts a Python float via float32
@@ -245,27 +302,27 @@ class RMSprop(keras.optimizers.RMSprop):
             s = s - mean * mean
             s = ops.relu(s) if self.centered_clamp else s  # max(s, 0) in s's own dtype
         d = with_eps(s, self.epsilon, self.eps_in_sqrt, self.division_form)  # (7)
-        self._apply(variable, grad, d, lr, index)  # (8)-(10)
+        self._apply(at, variable, grad, d, lr, index)  # (8)-(10)
 
-    def _apply(self, variable, grad, d, lr, index) -> None:
+    def _apply(self, at: Rows, variable, grad, d, lr, index) -> None:
         """(8)-(10) ``u = g / d``, momentum with the lr inside or outside, ``θ ← θ − Δ``.
         ``"divide"`` follows torch's single-tensor path (its ``addcdiv_`` computes
         ``(lr·g)/d``); ``"lr_first"`` is Keras's ``(lr·g)/d``; ``"rsqrt"`` multiplies."""
         scaled = (lambda x: x * d) if self.division_form == "rsqrt" else (lambda x: x / d)
         if not self.momentum:
-            self.assign_sub(variable, scaled(lr * grad))
+            at.subtract(variable, scaled(lr * grad))
             return
         buffer = self._momentums[index]
         if self.lr_in_momentum:
             step = scaled(lr * grad)
-            self.assign(buffer, buffer * self.momentum + step)
-            self.assign_sub(variable, buffer * self.momentum + step if self.nesterov else buffer)
+            new = at.read(buffer) * self.momentum + step
+            at.write(buffer, new)
+            at.subtract(variable, new * self.momentum + step if self.nesterov else new)
             return
         u = scaled(grad)
-        self.assign(buffer, buffer * self.momentum + u)
-        self.assign_sub(
-            variable, lr * (buffer * self.momentum + u) if self.nesterov else lr * buffer
-        )
+        new = at.read(buffer) * self.momentum + u
+        at.write(buffer, new)
+        at.subtract(variable, lr * (new * self.momentum + u) if self.nesterov else lr * new)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
