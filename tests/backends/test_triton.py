@@ -111,3 +111,15 @@ def test_triton_refuses_float64_and_strided_tensors():
     q.grad = torch.ones_like(q)
     with pytest.raises(RuntimeError, match="contiguous"):
         rmsprop.RMSprop([q], impl="triton").step()
+
+
+def test_capturable_groups_are_not_given_to_the_triton_kernel():
+    """``capturable=True`` asks for a step a CUDA graph can capture; the Triton step copies
+    its address tables from the host each step, which a capture cannot hold: an explicit
+    ``impl="triton"`` is refused before any write, naming the way out."""
+    p = torch.ones(64, device=DEVICE, requires_grad=True)
+    p.grad = torch.full_like(p, 0.5)
+    opt = rmsprop.RMSprop([p], lr=0.1, impl="triton", capturable=True)
+    with pytest.raises(RuntimeError, match=r"cannot be captured in a CUDA graph.*impl='foreach'"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.ones(64, device=DEVICE)) and opt.state[p] == {}

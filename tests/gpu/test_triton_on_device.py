@@ -430,6 +430,14 @@ def test_cuda_graph_capture(device, impl):
     start = [torch.randn(n, device=device) for n in sizes]
     grads = [[torch.randn(n, device=device) for n in sizes] for _ in range(6)]
     hp = {"lr": 0.01, "alpha": 0.9, "momentum": 0.9, "centered": True, "capturable": True}
+    if impl == "triton":  # its host-side address tables cannot be captured: refused, unchanged
+        refused = [s.clone().requires_grad_() for s in start]
+        for p, g in zip(refused, grads[0]):
+            p.grad = g.clone()
+        with pytest.raises(RuntimeError, match="cannot be captured in a CUDA graph"):
+            rmsprop.RMSprop(refused, impl="triton", **hp).step()
+        assert all(torch.equal(p.detach(), s) for p, s in zip(refused, start))
+        return
 
     eager = [s.clone().requires_grad_() for s in start]
     opt_eager = rmsprop.RMSprop(eager, impl=impl, **hp)
@@ -461,6 +469,7 @@ def test_cuda_graph_capture(device, impl):
     for a, b in zip(params, eager):
         assert torch.equal(a.detach(), b.detach()), impl
     assert float(opt.state[params[0]]["step"]) == len(grads)
+    assert opt.last_impl[0] == "foreach"  # auto passes the Triton kernel over when capturable
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -357,6 +357,11 @@ def refusal(facts: Facts, hp: Hyper) -> str | None:
         return f"impl='triton' needs float32, float16 or bfloat16 params (got {facts.dtype})"
     if not facts.contiguous:
         return "impl='triton' needs contiguous parameters (use impl='foreach')"
+    if hp.capturable:
+        return (
+            "impl='triton' cannot be captured in a CUDA graph (capturable=True): each step "
+            "copies its address tables from the host; use impl='foreach' (auto does)"
+        )
     return None
 
 
