@@ -156,6 +156,20 @@ def test_preset_switches_and_overrides():
     assert float(keras.ops.convert_to_numpy(var)[0]) == pytest.approx(float(expected), rel=1e-6)
 
 
+def test_initial_accumulator_value_holds_in_fit():
+    """``model.fit`` builds the optimizer where the backend traces its train step: the
+    velocity must start at ``initial_accumulator_value`` there too (it started at 0
+    inside tensorflow's ``tf.function``). After one step ``v = 1 + (1 − ρ)(g² − 1) ≥ ρ``."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    optimizer = rmsprop.keras.RMSprop(learning_rate=0.01, preset="tf1")
+    model.compile(optimizer=optimizer, loss="mse")
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    model.fit(x, np.zeros((8, 3), "float32"), batch_size=8, epochs=1, verbose=0)
+    for velocity in optimizer._velocities:
+        assert np.all(keras.ops.convert_to_numpy(velocity) >= np.float32(0.9)), velocity
+
+
 def test_get_config_from_config_and_model_save_round_trip(tmp_path):
     schedule = keras.optimizers.schedules.ExponentialDecay(0.01, decay_steps=10, decay_rate=0.5)
     opt = rmsprop.keras.RMSprop(learning_rate=schedule, preset="timm_tf", momentum=0.9,

@@ -224,15 +224,13 @@ class RMSprop(keras.optimizers.RMSprop):
             raise ValueError(f"sparse_mode must be one of {SPARSE_MODES}, got {sparse_mode!r}")
         self.sparse_mode = sparse_mode or ("dense" if self.keras_own else "lazy")
 
-    def build(self, var_list: list) -> None:
-        if self.built:
-            return
-        super().build(var_list)  # Keras's velocity, momentum and average_gradient variables
-        if self.initial_accumulator_value:
-            for velocity in self._velocities:
-                if velocity is not None:
-                    velocity.assign(ops.full(velocity.shape, self.initial_accumulator_value,
-                                             dtype=velocity.dtype))  # fmt: skip
+    def add_variable_from_reference(self, reference_variable, name=None, initializer="zeros"):
+        """Keras's ``velocity`` starts at ``initial_accumulator_value`` (1 for TF1, timm):
+        it is the variable's initializer, so it holds wherever Keras builds the optimizer
+        (inside ``model.fit``'s ``tf.function`` an ``assign`` after building was lost)."""
+        if name == "velocity" and self.initial_accumulator_value:
+            initializer = keras.initializers.Constant(self.initial_accumulator_value)
+        return super().add_variable_from_reference(reference_variable, name, initializer)
 
     def _apply_weight_decay(self, variables) -> None:
         """(3) decoupled: ``θ ← θ − η λ θ`` (Keras's ``_apply_weight_decay``, which respects
