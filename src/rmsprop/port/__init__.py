@@ -17,13 +17,13 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import reference
 from .measure import Difference, compare, not_measured
-from .sources import READERS, Source
-from .targets import NATIVE, exact_targets, preset_and_overrides, switch_rows
+from .sources import KERAS_EXTRAS, READERS, Source
+from .targets import NATIVE, exact_targets, number, preset_and_overrides, switch_rows
 
 __all__ = ["READERS", "Difference", "NativePort", "Translation", "native_ports", "translate"]
 
@@ -50,6 +50,10 @@ class Translation:
     exact: dict[str, str]  # target -> Python
     native: dict[str, NativePort]
     rows: list[tuple[str, Any, dict[str, Any]]]
+    #: target -> what its exact line leaves out ((option, how to keep it), ...): the line is
+    #: the same update except for these (a Keras option the target has no argument for, the
+    #: recipe's training-loop clipping)
+    caveats: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
 
 def translate(
@@ -73,11 +77,31 @@ def translate(
         raise ValueError(str(err)) from err
     hp = read.hyperparameters
     native = native_ports(hp, steps)
-    exact = exact_targets(
-        hp, read.preset, read.timm_decay_filter, schedule=read.schedule is not None
-    )
+    exact = exact_targets(hp, read.preset, read.timm_decay_filter,
+                          schedule=read.schedule is not None, keras_extras=read.extras)  # fmt: skip
     overrides = preset_and_overrides(hp, read.preset)
-    return Translation(read, read.preset, overrides, exact, native, switch_rows(hp))
+    return Translation(read, read.preset, overrides, exact, native, switch_rows(hp),
+                       caveats(read))  # fmt: skip
+
+
+def caveats(read: Source) -> dict[str, tuple[tuple[str, str], ...]]:
+    """target -> (option, how to keep it) for each thing of the recipe its exact line does
+    not carry: Keras's non-switch options in the PyTorch and JAX lines (the Keras line
+    takes them), and the recipe's training-loop clipping in every line."""
+    extras = read.extras
+    lacking = []
+    for name, value in extras.items():
+        if name in ("ema_momentum", "ema_overwrite_frequency") and "use_ema" in extras:
+            continue  # said with use_ema
+        label = f"{name}={number(value) if isinstance(value, float) else value!r}"
+        if name == "use_ema":
+            label += f" (ema_momentum={number(float(extras.get('ema_momentum', 0.99)))}"
+            if extras.get("ema_overwrite_frequency"):
+                label += f", ema_overwrite_frequency={extras['ema_overwrite_frequency']}"
+            label += ")"
+        lacking.append((label, KERAS_EXTRAS[name]))
+    loop = tuple(read.loop.items())
+    return {"torch": (*lacking, *loop), "jax": (*lacking, *loop), "keras": loop}
 
 
 def native_ports(hp: dict[str, Any], steps: int = 200) -> dict[str, NativePort]:

@@ -9,8 +9,11 @@ which switches it has (and how it names them) and which values it fixes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ..presets import PRESETS, SWITCHES
 
@@ -39,8 +42,17 @@ def preset_and_overrides(hp: dict[str, Any], preset: str) -> dict[str, Any]:
     return overrides
 
 
+def number(value: float) -> str:
+    """A float as Python writes it, except that a value that is exactly a float32 (as every
+    number of a Keras ``get_config()``: 0.0010000000474974513) is written as the shortest
+    decimal that rounds to the same float32 (0.001): the value the framework holds."""
+    if math.isfinite(value) and value != 0 and float(np.float32(value)) == value:
+        return repr(float(str(np.float32(value))))
+    return repr(float(value))
+
+
 def _value(value: Any) -> str:
-    return repr(float(value)) if isinstance(value, float) else repr(value)
+    return number(value) if isinstance(value, float) else repr(value)
 
 
 def _kwargs(pairs: dict[str, Any]) -> str:
@@ -57,9 +69,12 @@ TIMM_RULE = ('no_decay = set(getattr(model, "no_weight_decay", set)())\n'
 
 
 def exact_targets(hp: dict[str, Any], preset: str, timm_decay_filter: bool = False,
-                  schedule: bool = False) -> dict[str, str]:  # fmt: skip
+                  schedule: bool = False,
+                  keras_extras: dict[str, Any] | None = None) -> dict[str, str]:  # fmt: skip
     """target name -> the Python statements that run exactly ``hp`` there (each assigns
-    ``opt`` or ``tx``). ``schedule``: the lr is the recipe's schedule, named ``schedule``."""
+    ``opt`` or ``tx``). ``schedule``: the lr is the recipe's schedule, named ``schedule``.
+    ``keras_extras``: Keras options that are not switches (``use_ema``,
+    ``gradient_accumulation_steps``, ...), passed on in the Keras line, which takes them."""
     overrides = preset_and_overrides(hp, preset)
     lr = Code("schedule") if schedule else hp["lr"]
     params, prefix = "model.parameters()", ""
@@ -84,6 +99,7 @@ def exact_targets(hp: dict[str, Any], preset: str, timm_decay_filter: bool = Fal
     keras_names = {"alpha": "rho", "eps": "epsilon"}
     keras_args = {"learning_rate": lr, "preset": preset}
     keras_args.update({keras_names.get(k, k): v for k, v in overrides.items()})
+    keras_args.update(keras_extras or {})
     keras = f"opt = rmsprop.keras.RMSprop({_kwargs(keras_args)})"
     if timm_decay_filter:
         keras += ("\nopt.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables "
