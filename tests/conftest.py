@@ -30,13 +30,31 @@ except ImportError:  # pragma: no cover
     pass
 
 
+#: tests the quick tier leaves to the full run: each starts other Python processes (torch's
+#: import and a kernel load in each, 10-60 s on 2 cores) or trains for many seconds; the
+#: modules they exercise are touched by other quick tests
+QUICK_LEAVES_OUT = (
+    "tests/distributed/",  # process groups of two ranks
+    # Keras on its other backends: one pytest process each (started only for this test)
+    "tests/frontends/test_keras.py::test_every_keras_test_on_the_other_backends",
+    "tests/cli/test_cli.py::test_warmup_compiles_ahead",  # a compile, then a new process
+    "tests/cli/test_cli.py::test_demo_command_prints_a_summary",  # the report tests run the demo
+    "tests/optim/test_reliability.py::test_fuzz_no_crash",  # hundreds of random steps
+    "tests/optim/test_reliability.py::test_resume_in_a_new_process",
+    "tests/backends/test_warm_up.py::test_with_no_writable_cache",
+    "tests/backends/test_numba.py::test_compiled_once_then_loaded",
+)
+
+
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark ``quick`` the first collected case of each test function that is not slow."""
+    """Mark ``quick`` the first collected case of each test function that is not slow
+    (nor in ``QUICK_LEAVES_OUT``)."""
     seen: set[tuple[str, str]] = set()
     for item in items:
         key = (item.nodeid.split("::")[0], getattr(item, "originalname", item.name))
-        if key not in seen and item.get_closest_marker("slow") is None:
+        if (key not in seen and item.get_closest_marker("slow") is None
+                and not item.nodeid.startswith(QUICK_LEAVES_OUT)):  # fmt: skip
             item.add_marker(pytest.mark.quick)
             seen.add(key)
 
