@@ -261,12 +261,70 @@ def test_bad_input_names_the_argument():
         jax_rmsprop(0.1, nonfinite="raise")
     with pytest.raises(ValueError, match="division_form='lr_first' is Keras's op order"):
         jax_rmsprop(0.1, division_form="lr_first")
-    with pytest.raises(ValueError, match="preset 'tf1' has no default lr"):
+    with pytest.raises(
+        ValueError, match=r"preset 'tf1' has no default learning rate .*; pass learning_rate="
+    ):
         from_preset("tf1")
+    with pytest.raises(ValueError, match=r"pass learning_rate=\.\.\.") as error:
+        from_preset("optax")
+    assert "lr=" not in str(error.value).replace("learning_rate=", "")
     with pytest.raises(TypeError, match=r"learning_rate=\.\.\."):
         from_preset("torch", lr=0.1)
     with pytest.raises(TypeError, match="'rho'"):
         from_preset("keras", 0.1, rho=0.9)
+
+
+def test_every_non_scalar_hyperparameter_is_refused_by_name():
+    """An array of shape (2,) for any number: an error that names the argument (the
+    learning rate got JAX's own "Only scalar arrays can be converted" before)."""
+    for array in (jnp.array([0.1, 0.2]), np.array([0.1, 0.2])):
+        with pytest.raises((TypeError, ValueError), match="learning_rate") as error:
+            jax_rmsprop(array)
+        assert "shape (2,)" in str(error.value) or "real number" in str(error.value)
+        for name in ("alpha", "eps", "initial_accumulator_value", "momentum", "weight_decay",
+                     "clipvalue", "clipnorm", "global_clipnorm"):  # fmt: skip
+            with pytest.raises((TypeError, ValueError), match=name):
+                jax_rmsprop(0.1, **{name: array})
+
+
+def test_inject_hyperparams_advice_works_when_followed():
+    """The error's advice, followed literally, with clipping: its ``static_args`` name
+    every hyperparameter that decides the chain (clipnorm was missing)."""
+    params = jnp.ones(3, jnp.float32)
+    with pytest.raises(TypeError, match="static_args") as error:
+        optax.inject_hyperparams(jax_rmsprop)(learning_rate=0.1, clipnorm=1.0).init(params)
+    advice = str(error.value).split("static_args=", 1)[1]
+    static = eval(advice.split(")", 1)[0] + ")")  # the tuple the message gives
+    tx = optax.inject_hyperparams(jax_rmsprop, static_args=static)(
+        learning_rate=0.1, momentum=0.9, clipnorm=1.0, weight_decay=0.01
+    )
+    state = tx.init(params)
+    updates, _ = jax.jit(tx.update)(params * 3, state, params)
+    plain = jax_rmsprop(0.1, momentum=0.9, clipnorm=1.0, weight_decay=0.01)
+    expected, _ = plain.update(params * 3, plain.init(params), params)
+    np.testing.assert_allclose(np.asarray(updates), np.asarray(expected), rtol=1e-6)
+
+
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_complex_leaves_as_optax(centered, momentum):
+    """Complex parameters: optax squares ``|g|² = g·conj(g)`` (real), not ``g²``; the
+    optax preset is ``optax.rmsprop`` on complex leaves, float64."""
+    rng = np.random.default_rng(0)
+    params = jnp.asarray(rng.normal(size=5) + 1j * rng.normal(size=5))
+    grads = [jnp.asarray(rng.normal(size=5) + 1j * rng.normal(size=5)) for _ in range(10)]
+    theirs = optax.rmsprop(0.1, decay=0.9, eps=1e-8, centered=centered,
+                           momentum=momentum or None)  # fmt: skip
+    ours = from_preset("optax", learning_rate=0.1, centered=centered, momentum=momentum)
+    results = []
+    for tx in (theirs, ours):
+        p, state = params, tx.init(params)
+        for g in grads:
+            updates, state = tx.update(g, state, p)
+            p = optax.apply_updates(p, updates)
+        results.append(np.asarray(p))
+    assert results[1].dtype == np.complex128
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-15, atol=0)
 
 
 FILES = golden_files()

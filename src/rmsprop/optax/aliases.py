@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import numpy as np
 import optax
 
 from .._validation import NON_NEGATIVE, check_real, validate_hyperparameters
@@ -21,6 +22,11 @@ def check_learning_rate(learning_rate: Any) -> Any:
     known, not while jit traces it), or an optax schedule."""
     if callable(learning_rate):
         return learning_rate
+    if getattr(learning_rate, "shape", ()) != ():
+        raise TypeError(
+            "learning_rate must be a scalar (a number, a 0-d array or a schedule), got an "
+            f"array of shape {tuple(learning_rate.shape)}"
+        )
     if isinstance(learning_rate, jax.Array):
         if not isinstance(learning_rate, jax.core.Tracer):
             check_real("learning_rate", float(learning_rate), NON_NEGATIVE)
@@ -34,12 +40,14 @@ STATIC = ("alpha", "eps", "initial_accumulator_value", "momentum", "weight_decay
 
 
 def _refuse_arrays(values: dict[str, Any]) -> None:
-    arrays = [name for name in STATIC if isinstance(values.get(name), jax.Array)]
+    """Every hyperparameter but the learning rate is a Python number: it decides the
+    chain. The advice names every one of them (followed literally, it works)."""
+    arrays = [name for name in STATIC if isinstance(values.get(name), (jax.Array, np.ndarray))]
     if arrays:
         raise TypeError(
-            f"{', '.join(arrays)} must be Python numbers (they decide the chain), got arrays; "
-            "with optax.inject_hyperparams, inject only the learning rate: "
-            f"static_args={STATIC[:5]!r}"
+            f"{', '.join(arrays)} must be Python numbers (they decide the chain), got "
+            f"array(s); with optax.inject_hyperparams, inject only the learning rate: "
+            f"static_args={STATIC!r}"
         )
 
 
@@ -111,9 +119,11 @@ def rmsprop(
       bit for bit. Half-precision leaves compute in float32 (optax computes in bfloat16).
       To change the learning rate during training with ``optax.inject_hyperparams``,
       inject only it: ``optax.inject_hyperparams(rmsprop, static_args=("alpha", "eps",
-      "initial_accumulator_value", "momentum", "weight_decay"))(learning_rate=1e-3)``.
+      "initial_accumulator_value", "momentum", "weight_decay", "clipvalue", "clipnorm",
+      "global_clipnorm"))(learning_rate=1e-3)`` (``rmsprop.optax.aliases.STATIC``).
+      Complex leaves square as optax does: ``|g|² = g·conj(g)``.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, optax
       >>> from rmsprop.optax import rmsprop
       >>> tx = rmsprop(0.1, alpha=0.9, eps=1e-7, eps_in_sqrt=True)   # Keras's math
@@ -204,13 +214,18 @@ def from_preset(
     op order (``division_form``: optax's ``rsqrt`` for ``"optax"``); ``overrides`` win.
     ``learning_rate`` defaults to the preset's (TF1 and optax have none: pass one).
 
-    Example:
+    Examples:
       >>> from rmsprop.optax import from_preset
       >>> tx = from_preset("torch", learning_rate=1e-2, momentum=0.9)
     """
     if "lr" in overrides:
         raise TypeError("pass the learning rate as learning_rate=..., not lr=...")
     preset = get_preset(name)
+    if learning_rate is None and preset.lr is None:
+        raise ValueError(
+            f"preset {name!r} has no default learning rate ({preset.title} requires one); "
+            "pass learning_rate=..."
+        )
     form = preset.division_form if preset.division_form in DIVISION_FORMS else "divide"
     hp = preset.hyperparameters(
         **{"division_form": form, **overrides},

@@ -52,9 +52,20 @@ def lerp(start: jax.Array, end: jax.Array, weight: float) -> jax.Array:
     return end - (end - start) * (np.asarray(1, dtype=start.dtype) - w)
 
 
+def abs_sq(x: jax.Array) -> jax.Array:
+    """``|x|² = (conj(x)·x).real``, optax's ``abs_sq`` (``x²`` for real ``x``)."""
+    return (x.conj() * x).real
+
+
 def ema_of_square(average: jax.Array, grad: jax.Array, decay: float, form: str) -> jax.Array:
     """(4) ``v ← α v + (1 − α) g²`` written as ``form`` writes it (torch's ``addcmul_``
-    groups ``((1 − α) g) g``; Keras and optax square first; TF1 and timm add a delta)."""
+    groups ``((1 − α) g) g``; Keras and optax square first; TF1 and timm add a delta).
+    A complex ``g`` squares as optax does: ``|g|²`` (``v`` keeps the leaf's dtype)."""
+    if jnp.iscomplexobj(grad):
+        square = abs_sq(grad)
+        if form == "delta":
+            return average + (1 - decay) * (square - average)
+        return (1 - decay) * square + decay * average
     if form == "torch":
         return decay * average + ((1 - decay) * grad) * grad
     if form == "delta":
@@ -94,7 +105,7 @@ def scaled_direction(
 def variance(square_avg: jax.Array, grad_avg: jax.Array, clamp: bool) -> jax.Array:
     """(6) ``s = v − ḡ²`` (``max(s, 0)`` with ``clamp``), ``ḡ²`` written as optax's
     ``abs_sq`` so that XLA fuses it as it fuses optax's."""
-    s = square_avg - (grad_avg.conj() * grad_avg).real
+    s = square_avg - abs_sq(grad_avg)
     return jnp.maximum(s, 0) if clamp else s
 
 
@@ -294,7 +305,8 @@ def add_decoupled_weight_decay(
 
 
 def _norm(leaves: list[jax.Array]) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(widen(g))) for g in leaves))
+    """``‖G‖`` over ``leaves`` (``|g|²`` for complex leaves)."""
+    return jnp.sqrt(sum(jnp.sum(abs_sq(widen(g))) for g in leaves))
 
 
 def clip_scale(norm: jax.Array, max_norm: float) -> jax.Array:
