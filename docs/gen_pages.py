@@ -37,6 +37,10 @@ FIGURE_DPI = 110
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+#: the Keras line runs on every Keras backend (tested on each: tests/frontends)
+KERAS_TITLE = "Keras 3 (TensorFlow, JAX or PyTorch backend)"
+
+
 def write(path: str, text: str) -> None:
     with mkdocs_gen_files.open(path, "w") as fh:
         fh.write(text)
@@ -134,7 +138,7 @@ def porting_page(key: str) -> str:
     lines.append(table(["switch", "this recipe", *FRAMEWORKS.values()], rows))
     lines.append("\n## The exact equivalent in each framework\n")
     for target, code in exact.items():
-        lines.append(f"**{ {'torch': 'PyTorch', 'jax': 'JAX', 'keras': 'Keras 3'}[target] }**\n\n"
+        lines.append(f"**{ {'torch': 'PyTorch', 'jax': 'JAX', 'keras': KERAS_TITLE}[target] }**\n\n"
                      f"```python\n{code}\n```\n")  # fmt: skip
     lines.append("## The native optimizers\n")
     for name, native in natives.items():

@@ -91,6 +91,17 @@ def test_every_preset_against_its_oracle_on_this_backend():
                           **keras_parity.keras_preset_equals_keras("float64")}}, BACKEND)  # fmt: skip
 
 
+def test_the_documented_float32_table_has_every_backend_the_tests_hold():
+    """docs/correctness.md's float32 row per Keras backend is ``FLOAT32_ULPS``."""
+    text = (HERE.parent.parent / "docs" / "correctness.md").read_text(encoding="utf-8")
+    header = next(line for line in text.splitlines() if line.startswith("| preset | torch"))
+    presets = [c.strip() for c in header.strip("|").split("|")][1:]
+    for backend, bounds in FLOAT32_ULPS.items():
+        line = next(x for x in text.splitlines() if x.startswith(f"| Keras, {backend} backend"))
+        cells = [c.strip() for c in line.strip("|").split("|")][1:]
+        assert dict(zip(presets, map(float, cells))) == bounds, backend
+
+
 #: Presets whose step is not Keras's own code once centered (Keras's own centered step is
 #: in the parity test above).
 NOT_KERAS = ("torch", "tf1", "optax", "timm_tf", "hinton", "dqn")

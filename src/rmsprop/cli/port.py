@@ -8,48 +8,63 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..port.targets import matters
+from ..port.measure import MEASURE_LEGEND
+from ..port.sources import shown
+from ..port.targets import matters, number
 from .checks import UsageError
 
 FRAMEWORK_TITLES = {"torch": "torch.optim.RMSprop", "optax": "optax.rmsprop",
                     "keras": "keras.optimizers.RMSprop"}  # fmt: skip
 SHORT = {"torch": "torch.optim", "optax": "optax", "keras": "keras"}
-TARGET_TITLES = {"torch": "PyTorch", "jax": "JAX / optax", "keras": "Keras 3"}
+#: the Keras line runs on every Keras backend (tensorflow, jax, torch: tests/frontends)
+TARGET_TITLES = {"torch": "PyTorch", "jax": "JAX / optax",
+                 "keras": "Keras 3 (TensorFlow, JAX or PyTorch backend)"}  # fmt: skip
 
 
 def parse_pairs(pairs: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` words -> a dict; values are Python literals (numbers, True/False/None,
-    quoted strings), ``true``/``false``/``none`` too, anything else a string."""
+    quoted strings, lists, dicts), ``true``/``false``/``none`` too, anything else a string."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key:
-            raise UsageError(f"expected KEY=VALUE, got {pair!r}")
+            raise UsageError(f"expected KEY=VALUE, got {shown(pair)}")
         if key in out:
-            raise UsageError(f"{key} is given twice")
+            raise UsageError(f"{shown(key)} is given twice")
         lowered = {"true": "True", "false": "False", "none": "None", "null": "None"}
         try:
             out[key] = ast.literal_eval(lowered.get(text.lower(), text))
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
             out[key] = text
     return out
 
 
 def read_description(source: str, pairs: list[str], config: str | None) -> Any:
-    """The description from ``KEY=VALUE`` words, or from ``--config`` (a JSON file or a
-    JSON string: a Keras ``get_config()``)."""
+    """The description from ``KEY=VALUE`` words (timm: or train.py's flags, passed on as
+    words), or from ``--config``: JSON text when it starts with ``{`` (any length: a Keras
+    ``get_config()`` is longer than a file name may be), else a JSON file's path."""
     if config is None:
+        if source == "timm" and any(p.startswith("-") for p in pairs):
+            return list(pairs)  # train.py's flags: the timm reader parses them as train.py does
         return parse_pairs(pairs)
     if pairs:
         raise UsageError("give either KEY=VALUE pairs or --config, not both")
-    path = Path(config)
-    if path.suffix == ".json" and not path.is_file():
-        raise UsageError(f"--config {config}: no such file")
-    text = path.read_text(encoding="utf-8") if path.is_file() else config
+    if config.lstrip().startswith(("{", "[")):
+        text = config
+    else:
+        try:
+            text = Path(config).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UsageError(f"--config {shown(config)}: no such file (JSON text starts with "
+                             "'{')") from None  # fmt: skip
+        except (OSError, UnicodeDecodeError) as err:
+            why = getattr(err, "strerror", None) or type(err).__name__
+            raise UsageError(f"--config {shown(config)}: cannot read it ({why})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise UsageError(f"--config is neither a JSON file nor JSON text ({err.msg})") from err
+        raise UsageError(f"--config is neither a JSON file nor JSON text ({err.msg} at line "
+                         f"{err.lineno} column {err.colno})") from None  # fmt: skip
 
 
 def show_port(source: str, pairs: list[str], config: str | None, steps: int) -> int:
@@ -78,14 +93,22 @@ def show_port(source: str, pairs: list[str], config: str | None, steps: int) -> 
         table.add_row(switch, _show(wanted), *cells)
     console.print(table)
 
-    console.print("\n[bold]Exact equivalents[/bold] (the same update, every switch)")
+    lacking = {label: how for lacks in result.caveats.values() for label, how in lacks}
+    console.print("\n[bold]Exact equivalents[/bold] (the same update, every switch"
+                  + (", except what a line names)" if lacking else ")"))  # fmt: skip
     for target, code in result.exact.items():
         indented = "\n".join("    " + line for line in code.splitlines())
-        console.print(f"  {TARGET_TITLES[target]}:\n{indented}", soft_wrap=True, highlight=False,
-                      markup=False)  # fmt: skip
+        lacks = [label for label, _ in result.caveats.get(target, ())]
+        title = TARGET_TITLES[target] + (f" (exact except {', '.join(lacks)})" if lacks else "")
+        console.print(f"  {title}:\n{indented}", soft_wrap=True, highlight=False, markup=False)
+    if lacking:
+        console.print("  What a line lacks, and how to keep it:")
+    for label, how in lacking.items():
+        console.print(f"    {label}: {how}", soft_wrap=True, highlight=False, markup=False)
 
     console.print(f"\n[bold]Native optimizers[/bold] (measured: noisy least squares, 20 "
                   f"parameters, {steps} steps, float64)")  # fmt: skip
+    console.print(f"  {MEASURE_LEGEND}", soft_wrap=True, highlight=False, markup=False)
     for name, native in result.native.items():
         console.print(f"  {FRAMEWORK_TITLES[name]}: {native.code}", soft_wrap=True, highlight=False,
                       markup=False)  # fmt: skip
@@ -97,14 +120,18 @@ def show_port(source: str, pairs: list[str], config: str | None, steps: int) -> 
             console.print(f"    cannot express {switch}={_show(wanted)}: runs {_show(runs)}{hint}",
                           soft_wrap=True, highlight=False, markup=False)  # fmt: skip
         if native.note:
-            console.print(f"    {native.note}", soft_wrap=True, highlight=False)
+            console.print(f"    {native.note}", soft_wrap=True, highlight=False, markup=False)
         for d in native.measured:
-            console.print(f"    {d.describe()}", soft_wrap=True, highlight=False)
+            console.print(f"    {d.describe()}", soft_wrap=True, highlight=False, markup=False)
     return 0
 
 
 def _show(value: Any) -> str:
-    return "-" if value is None else (f"{value:g}" if isinstance(value, float) else str(value))
+    """A table cell: floats as the shortest decimal (float32 values as the framework holds
+    them: 0.001, not 0.0010000000474974513)."""
+    if value is None:
+        return "-"
+    return f"{float(number(value)):g}" if isinstance(value, float) else str(value)
 
 
 def _cell(value: Any, wanted: Any, last_bit: bool) -> str:
