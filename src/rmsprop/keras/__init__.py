@@ -1,8 +1,9 @@
 """RMSprop for Keras 3: ``rmsprop.keras.RMSprop``, a ``keras.optimizers.Optimizer`` with
 Keras's argument names plus ``preset=`` and every switch, on every Keras backend
-(tested on torch and jax), serializable with ``model.save`` / ``keras.models.load_model``.
+(tested on tensorflow, jax and torch), serializable with ``model.save`` / ``keras.models.load_model``.
 
-Needs Keras 3 and a backend: ``pip install keras`` (in rmsprop's clone: ``pip install -e ".[keras]"``).
+Needs Keras 3 and a backend: ``pip install keras`` (in rmsprop's clone: ``pip install -e ".[keras]"``,
+or ``".[tensorflow]"`` for Keras with TensorFlow's CPU build).
 """
 
 from __future__ import annotations
