@@ -28,6 +28,43 @@ class OneLineParser(argparse.ArgumentParser):
             ) from None
 
 
+PORT_SOURCES = ("torch", "keras", "tf1", "optax", "timm", "sb3")
+
+
+class PortParser(OneLineParser):
+    """``rmsprop port``'s parser. For the timm source every word after it that is not port's
+    own option (``--config``, ``--steps``, ``-h``) is kept, in order, as ``pairs``: timm's
+    train.py flags (``--opt rmsproptf --opt-eps .001``) pass through as typed, and the timm
+    reader parses them as train.py does."""
+
+    OWN = ("--config", "--steps")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        args = list(sys.argv[1:] if args is None else args)
+        own, words, source, i = [], [], None, 0
+        while i < len(args):
+            word, name = args[i], args[i].split("=", 1)[0]
+            if name in self.OWN:
+                takes_next = "=" not in word and i + 1 < len(args)
+                own.extend(args[i : i + 2] if takes_next else [word])
+                i += 2 if takes_next else 1
+                continue
+            if name in ("-h", "--help"):
+                own.append(word)
+            elif source is None and not word.startswith("-"):
+                source = word
+            elif source is not None:
+                words.append(word)
+            else:  # an option before the source: argparse says what is wrong with it
+                return super().parse_known_args(args, namespace)
+            i += 1
+        if source != "timm":
+            return super().parse_known_args(args, namespace)
+        namespace, extras = super().parse_known_args([*own, source], namespace)
+        namespace.pairs = words
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="rmsprop",
@@ -83,13 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
         "and Keras, and what each native optimizer cannot express",
         description="Examples: rmsprop port tf1 learning_rate=0.016 decay=0.9 momentum=0.9 "
         "epsilon=1e-3 | rmsprop port torch lr=7e-4 alpha=0.99 eps=1e-5 | rmsprop port keras "
-        "--config config.json | rmsprop port timm opt=rmsproptf lr=0.016 weight_decay=1e-5",
+        "--config config.json (or the JSON text) | rmsprop port timm opt=rmsproptf lr=0.016 "
+        "weight_decay=1e-5 | rmsprop port timm --opt rmsproptf --opt-eps .001 --lr .048 "
+        "(train.py's flags as typed) | rmsprop port sb3 "
+        "policy_kwargs='dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(eps=1e-5))'",
     )
-    port.add_argument("source", choices=("torch", "keras", "tf1", "optax", "timm"),
-                      help="the description's format")  # fmt: skip
+    port.__class__ = PortParser  # timm's train.py flags pass through as words
+    port.add_argument("source", choices=PORT_SOURCES, help="the description's format")
     port.add_argument("pairs", nargs="*", metavar="KEY=VALUE",
-                      help="the framework's own argument names and values")  # fmt: skip
-    port.add_argument("--config", help="a JSON file or JSON text (a Keras get_config())")
+                      help="the framework's own argument names and values (timm: also "
+                      "train.py's flags)")  # fmt: skip
+    port.add_argument("--config", help="a JSON file, or JSON text (starting with '{'): a Keras "
+                      "get_config(), any of the KEY=VALUE descriptions")  # fmt: skip
     port.add_argument("--steps", type=positive_int, default=200,
                       help="steps of the measured comparison (default 200)")  # fmt: skip
     return parser

@@ -30,13 +30,18 @@ def parse_pairs(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise UsageError(f"expected KEY=VALUE, got {shown(pair)}")
         if key in out:
-            raise UsageError(f"{shown(key)} is given twice")
+            raise UsageError(f"{_plain(key)} is given twice")
         lowered = {"true": "True", "false": "False", "none": "None", "null": "None"}
         try:
             out[key] = ast.literal_eval(lowered.get(text.lower(), text))
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             out[key] = text
     return out
+
+
+def _plain(text: str) -> str:
+    """A word as typed, or cut (``shown``) when it is too long to echo."""
+    return text if len(text) <= 60 and text.isprintable() else shown(text)
 
 
 def read_description(source: str, pairs: list[str], config: str | None) -> Any:
@@ -55,11 +60,11 @@ def read_description(source: str, pairs: list[str], config: str | None) -> Any:
         try:
             text = Path(config).read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise UsageError(f"--config {shown(config)}: no such file (JSON text starts with "
+            raise UsageError(f"--config {_plain(config)}: no such file (JSON text starts with "
                              "'{')") from None  # fmt: skip
         except (OSError, UnicodeDecodeError) as err:
             why = getattr(err, "strerror", None) or type(err).__name__
-            raise UsageError(f"--config {shown(config)}: cannot read it ({why})") from None
+            raise UsageError(f"--config {_plain(config)}: cannot read it ({why})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:

@@ -357,7 +357,9 @@ class _WordsParser(argparse.ArgumentParser):
     """argparse whose errors are a ``ValueError`` (one line, for ``translate``)."""
 
     def error(self, message: str):  # type: ignore[override]
-        raise ValueError(f"timm train.py flags: {message}")
+        raise ValueError(
+            f"timm train.py flags: {message[:200]}{'...' if len(message) > 200 else ''}"
+        )
 
 
 def _kwarg_words(words: list[str]) -> dict[str, Any]:
