@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 from pathlib import Path
 
 import matplotlib
@@ -26,6 +27,7 @@ from rmsprop import ALGORITHM, PRESETS
 from rmsprop.algorithm import explain
 from rmsprop.cli.main import build_parser
 from rmsprop.port import native_ports, translate
+from rmsprop.port.measure import MEASURE_LEGEND
 from rmsprop.port.targets import exact_targets, matters, switch_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,8 +96,9 @@ GUIDES = {
               {"learning_rate": 1e-3, "decay": 0.9, "momentum": 0.9, "nesterov": True}, "optax"),
     "timm": ("timm `create_optimizer_v2(opt='rmsproptf')`", "timm",
              {"opt": "rmsproptf", "lr": 0.016, "weight_decay": 1e-5}, "timm_tf"),
-    "sb3": ("Stable-Baselines3 `RMSpropTFLike`", None,
-            {"lr": 7e-4, "alpha": 0.99, "eps": 1e-5}, "sb3_tf_like"),
+    "sb3": ("Stable-Baselines3 A2C with `RMSpropTFLike`", "sb3",
+            {"policy_kwargs": "dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(eps=1e-5))"},
+            "sb3_tf_like"),
     "torch": ("PyTorch `torch.optim.RMSprop`", "torch",
               {"lr": 7e-4, "alpha": 0.99, "eps": 1e-5, "momentum": 0.9}, "torch"),
 }  # fmt: skip
@@ -113,12 +116,15 @@ def porting_page(key: str) -> str:
     if source is not None:
         result = translate(source, description)
         hp, notes, exact = result.source.hyperparameters, result.source.notes, result.exact
-        natives = result.native
-        call = f"rmsprop port {source} " + " ".join(f"{k}={v}" for k, v in description.items())
+        natives, caveats = result.native, result.caveats
+        call = f"rmsprop port {source} " + " ".join(
+            shlex.quote(f"{k}={v}") for k, v in description.items()
+        )
     else:  # no reader for it: the preset with the description's values
         hp = PRESETS[preset].hyperparameters(**description, maximize=False, clipvalue=None,
                                              clipnorm=None, global_clipnorm=None)  # fmt: skip
         notes, exact, natives, call = (), exact_targets(hp, preset), native_ports(hp), None
+        caveats = {}
     lines = [f"# Porting from {title}\n",
              f"Generated from `rmsprop.port` and the `{preset}` preset when the site is built "
              "(the numbers below are measured by the build: a noisy least squares, 20 "
@@ -140,7 +146,16 @@ def porting_page(key: str) -> str:
     for target, code in exact.items():
         lines.append(f"**{ {'torch': 'PyTorch', 'jax': 'JAX', 'keras': KERAS_TITLE}[target] }**\n\n"
                      f"```python\n{code}\n```\n")  # fmt: skip
+        lacks = caveats.get(target, ())
+        if lacks:
+            lines.append(f"Exact except {', '.join(f'`{label}`' for label, _ in lacks)}.\n")
+    lacking = {label: how for lacks in caveats.values() for label, how in lacks}
+    if lacking:
+        lines.append("What a line lacks, and how to keep it:\n")
+        lines.extend(f"- `{label}`: {how}" for label, how in lacking.items())
+        lines.append("")
     lines.append("## The native optimizers\n")
+    lines.append(f"{MEASURE_LEGEND}\n")
     for name, native in natives.items():
         lines.append(f"### {FRAMEWORKS[name]}\n\n```python\n{native.code}\n```\n")
         if not native.differences:
@@ -152,9 +167,10 @@ def porting_page(key: str) -> str:
         if native.note:
             lines.append(f"{native.note}.\n")
         if native.measured:
-            lines.append(table(["lr", "parameters apart after 200 steps", "final loss", "exact"],
+            lines.append(table(["lr", "apart after 200 steps", "final loss", "exact", "reading"],
                                [[d.schedule, f"{d.distance:.2%}", f"{d.loss_native:.4g}",
-                                 f"{d.loss_exact:.4g}"] for d in native.measured]))  # fmt: skip
+                                 f"{d.loss_exact:.4g}", d.remark() or "—"]
+                                for d in native.measured]))  # fmt: skip
     return "\n".join(lines)
 
 

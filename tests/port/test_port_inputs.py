@@ -295,7 +295,7 @@ def test_each_comparison_says_what_it_measures(capsys):
     far = Difference("constant lr", 200, 1.4121, loss_exact=0.41, loss_native=0.35)
     line = far.describe()
     assert "141.21% apart" in line and "farther from the exact one than the exact run moved" in line
-    assert "lower, which says only that its steps suit this toy problem" in line
+    assert "a lower loss says only that its steps suit this toy problem" in line
     tiny = Difference("constant lr", 200, 0.0, loss_exact=0.41, loss_native=0.41).describe()
     assert "0% apart" in tiny and "too small to show on this small problem, not absent" in tiny
     code, out, _ = run_cli(["port", "keras", "weight_decay=1e-4", "--steps", "20"], capsys)

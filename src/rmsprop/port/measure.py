@@ -29,25 +29,31 @@ class Difference:
     loss_exact: float
     loss_native: float
 
+    def remark(self) -> str:
+        """Why these numbers do not say what they seem to (or ``""``): a difference too small
+        to show on this problem, a native run that ends farther away than the exact run
+        moved, a lower toy loss."""
+        if self.distance < 1e-4:
+            return "too small to show on this small problem, not absent; it can grow on yours"
+        parts = []
+        if self.distance >= 1:
+            parts.append("the native run ends farther from the exact one than the exact run moved")
+        if self.loss_native < self.loss_exact:
+            parts.append("a lower loss says only that its steps suit this toy problem; the "
+                         "recipe's lr and schedule were tuned with the exact update")  # fmt: skip
+        return "; ".join(parts)
+
     def describe(self) -> str:
-        """One line for people: what the distance means for this pair of runs, both final
-        losses, and why a lower toy loss does not make the native optimizer the better port."""
+        """One line for people: the distance, both final losses, and :meth:`remark`."""
         values = (self.distance, self.loss_exact, self.loss_native)
         if not all(np.isfinite(v) for v in values):
             return f"{self.schedule}: a run diverged (non-finite) within {self.steps} steps"
-        losses = f"final loss {self.loss_native:.4g} native, {self.loss_exact:.4g} exact"
-        if self.distance < 1e-4:
-            return (f"{self.schedule}: the runs end {'<0.01%' if self.distance else '0%'} apart "
-                    f"after {self.steps} steps ({losses}): the difference is too small to show "
-                    "on this small problem, not absent; it can grow on yours")  # fmt: skip
-        line = f"{self.schedule}: the runs end {self.distance:.2%} apart after {self.steps} steps"
-        if self.distance >= 1:
-            line += " (the native run ends farther from the exact one than the exact run moved)"
-        line += f"; {losses}"
-        if self.loss_native < self.loss_exact:
-            line += (": lower, which says only that its steps suit this toy problem; the "
-                     "recipe's lr and schedule were tuned with the exact update")  # fmt: skip
-        return line
+        apart = f"{self.distance:.2%}" if self.distance >= 1e-4 else (
+            "<0.01%" if self.distance else "0%")  # fmt: skip
+        line = (f"{self.schedule}: the runs end {apart} apart after {self.steps} steps; final "
+                f"loss {self.loss_native:.4g} native, {self.loss_exact:.4g} exact")  # fmt: skip
+        remark = self.remark()
+        return f"{line} ({remark})" if remark else line
 
 
 #: how to read the comparisons, printed once above them
