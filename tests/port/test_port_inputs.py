@@ -314,3 +314,47 @@ def test_the_measure_is_the_documented_ratio():
     a, _ = run(exact, lambda step: 0.01, 30)
     b, _ = run(native, lambda step: 0.01, 30)
     assert constant.distance == np.linalg.norm(a - b) / np.linalg.norm(a)
+
+
+def _sb3_rmsprop_tf_like_step(p, grad, state, lr, alpha, eps, momentum, centered):
+    """SB3's RMSpropTFLike.step for one tensor, op for op
+    (stable_baselines3/common/sb2_compat/rmsprop_tf_like.py)."""
+    square_avg = state.setdefault("square_avg", p.new_ones(p.shape))
+    square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+    if centered:
+        grad_avg = state.setdefault("grad_avg", p.new_zeros(p.shape))
+        grad_avg.mul_(alpha).add_(grad, alpha=1 - alpha)
+        avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).add_(eps).sqrt_()
+    else:
+        avg = square_avg.add(eps).sqrt_()
+    if momentum > 0:
+        buf = state.setdefault("momentum_buffer", p.new_zeros(p.shape))
+        buf.mul_(momentum).addcdiv_(grad, avg)
+        p.add_(buf, alpha=-lr)
+    else:
+        p.addcdiv_(grad, avg, value=-lr)
+
+
+@pytest.mark.parametrize(("momentum", "centered"), [(0.0, False), (0.9, True)])
+def test_sb3_printed_torch_line_runs_as_rmsprop_tf_like(momentum, centered):
+    """The printed PyTorch line of an SB3 RMSpropTFLike recipe, run, equals SB3's own
+    step in float64 (the same math; 1e-12)."""
+    torch = pytest.importorskip("torch")
+    import rmsprop
+
+    kwargs = {"eps": 1e-5, "momentum": momentum, "centered": centered}
+    t = translate("sb3", {"optimizer_class": "RMSpropTFLike", "optimizer_kwargs": kwargs})
+    rng = np.random.default_rng(2)
+    start = rng.normal(size=(3, 4))
+    grads = [rng.normal(size=(3, 4)) for _ in range(15)]
+    model = torch.nn.Module()
+    model.w = torch.nn.Parameter(torch.tensor(start))
+    scope = {"rmsprop": rmsprop, "model": model}
+    exec(t.exact["torch"], scope)
+    theirs, state = torch.tensor(start), {}
+    for g in grads:
+        model.w.grad = torch.tensor(g)
+        scope["opt"].step()
+        _sb3_rmsprop_tf_like_step(theirs, torch.tensor(g), state, 7e-4, 0.99, 1e-5, momentum,
+                                  centered)  # fmt: skip
+        np.testing.assert_allclose(model.w.detach().numpy(), theirs.numpy(), rtol=1e-12, atol=1e-15)

@@ -2,7 +2,8 @@
 
 From a framework's optimizer description (torch ``RMSprop`` keyword arguments, a Keras
 ``get_config()``, TF1 ``RMSPropOptimizer`` arguments, ``optax.rmsprop`` arguments, timm
-``create_optimizer_v2`` arguments) to the exact equivalent in PyTorch, JAX and Keras
+``create_optimizer_v2`` arguments or train.py flags, SB3 ``A2C``/``PPO`` arguments) to the
+exact equivalent in PyTorch, JAX and Keras
 through this library, the switch table, and what each framework's *native* RMSprop cannot
 express, measured on a small problem. NumPy only (the measurement runs the NumPy
 reference); the command line is ``rmsprop port``.
@@ -60,11 +61,14 @@ def translate(
     source: str, description: Mapping[str, Any] | str, *, steps: int = 200
 ) -> Translation:
     """Read ``description`` in the ``source`` format (``"torch"``, ``"keras"``, ``"tf1"``,
-    ``"optax"``, ``"timm"``) and translate it.
+    ``"optax"``, ``"timm"``, ``"sb3"``) and translate it. ``description`` is a mapping of
+    the framework's own argument names to values; a Keras config may be JSON text, and
+    timm's may be train.py's flags as a list of words (``["--opt", "rmsproptf", ...]``).
 
     Raises:
       ValueError: an unknown source format, an unknown key (named), a missing learning
-        rate where the framework has no default, or a value the switches do not allow.
+        rate where the framework has no default, a value of the wrong type or shape (named,
+        shown at bounded length), or a value the switches do not allow.
     """
     if source not in READERS:
         raise ValueError(f"unknown source {source!r}; known: {', '.join(READERS)}")
