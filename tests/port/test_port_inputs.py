@@ -80,6 +80,7 @@ def test_timm_port_words_keep_port_options(capsys):
         (["--opt", "rmsproptf", "--clip-grad", "1", "--clip-mode", "foo"], "clip_mode='foo'"),
         (["--opt", "rmsproptf", "lr=0.1"], "'lr=0.1': a word outside a flag"),
         (["--opt", "adamw"], "'rmsproptf' and 'rmsprop'"),
+        (["--steps"], "argument --steps: expected one argument"),
     ],
 )
 def test_timm_flag_errors(words, message, capsys):

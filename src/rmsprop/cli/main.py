@@ -60,7 +60,7 @@ class PortParser(OneLineParser):
             i += 1
         if source != "timm":
             return super().parse_known_args(args, namespace)
-        namespace, extras = super().parse_known_args([*own, source], namespace)
+        namespace, extras = super().parse_known_args([source, *own], namespace)
         namespace.pairs = words
         return namespace, extras
 
