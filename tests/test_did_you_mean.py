@@ -65,3 +65,12 @@ def test_the_command_line_says_which_choice_was_meant(argv, meant, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert f"did you mean '{meant}'?" in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(("given", "keras_name"), [("alpha", "rho"), ("eps", "epsilon"),
+                                                   ("lr", "learning_rate")])  # fmt: skip
+def test_torchs_argument_name_given_to_the_keras_optimizer_says_keras_name(given, keras_name):
+    """The reverse: ``rmsprop.keras.RMSprop`` takes Keras's names; torch's get a pointer."""
+    keras_front_end = pytest.importorskip("rmsprop.keras")
+    with pytest.raises(TypeError, match=rf"{given}=, torch's name for Keras's {keras_name}="):
+        keras_front_end.RMSprop(**{given: 0.5})

@@ -196,6 +196,9 @@ class RMSprop(keras.optimizers.RMSprop):
         sparse_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
+        for ours in set(kwargs) & set(KERAS_NAMES):  # torch's names, as a port would carry them
+            raise TypeError(f"RMSprop() got {ours}=, torch's name for Keras's "
+                            f"{KERAS_NAMES[ours]}=: here the arguments have Keras's names")  # fmt: skip
         given = {"lr": learning_rate, "alpha": rho, "momentum": momentum, "eps": epsilon,
                  "centered": centered, "eps_in_sqrt": eps_in_sqrt,
                  "initial_accumulator_value": initial_accumulator_value, "nesterov": nesterov,
