@@ -163,6 +163,13 @@ def test_unknown_preset_is_a_clean_error(capsys):
     assert "unknown preset 'tf2'; known presets: torch, keras" in capsys.readouterr().err
 
 
+def test_warmup_refuses_an_unknown_preset_before_compiling_anything(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    assert main(["warmup", "--preset", "tf2", "--preset", "keras"]) == 2
+    assert "unknown preset 'tf2'" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.nbi"))  # nothing compiled for the valid one either
+
+
 def test_python_dash_m_is_the_same_command():
     out = subprocess.run([sys.executable, "-m", "rmsprop", "diff", "tf1", "timm_tf"],
                          capture_output=True, text=True, check=True)  # fmt: skip
