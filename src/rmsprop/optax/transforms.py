@@ -23,13 +23,15 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+
+from .. import formula
 
 Schedule = Callable[[jax.Array], jax.Array]
 
 # ----------------------------------------------------------------------------------------
-# Per-element math: small pure functions, one per step of the algorithm box.
+# Per-element math: steps (4)-(7) are ``rmsprop.formula``'s, with JAX's functions and
+# optax's text (``JAX_OPS``); the dtype handling is this front end's.
 # ----------------------------------------------------------------------------------------
 
 
@@ -43,43 +45,35 @@ def widen(x: jax.Array) -> jax.Array:
     return x.astype(compute_dtype(x))
 
 
-def lerp(start: jax.Array, end: jax.Array, weight: float) -> jax.Array:
-    """``torch.lerp`` with a scalar weight, as its kernels write it: the weight and its
-    complement are numbers of the tensor's dtype (the complement computed in that dtype)."""
-    w = np.asarray(weight, dtype=start.dtype)
-    if w < 0.5:
-        return start + w * (end - start)
-    return end - (end - start) * (np.asarray(1, dtype=start.dtype) - w)
-
-
 def abs_sq(x: jax.Array) -> jax.Array:
     """``|x|² = (conj(x)·x).real``, optax's ``abs_sq`` (``x²`` for real ``x``)."""
     return (x.conj() * x).real
 
 
+#: ``rmsprop.formula``'s functions in JAX, in optax's text (``(1 − ρ)·g² + ρ·v``, ``g ** 2``,
+#: ``abs_sq``: XLA fuses what optax writes, so the same text gives optax's bits); a complex
+#: ``g`` squares as optax does, ``|g|²``
+JAX_OPS = formula.ArrayOps(
+    sqrt=jnp.sqrt,
+    rsqrt=jax.lax.rsqrt,
+    square=lambda g: abs_sq(g) if jnp.iscomplexobj(g) else g**2,
+    abs_sq=abs_sq,
+    clamp_at_zero=lambda s: jnp.maximum(s, 0),
+    value_first=True,
+)
+
+
 def ema_of_square(average: jax.Array, grad: jax.Array, decay: float, form: str) -> jax.Array:
-    """(4) ``v ← α v + (1 − α) g²`` written as ``form`` writes it (torch's ``addcmul_``
-    groups ``((1 − α) g) g``; Keras and optax square first; TF1 and timm add a delta).
-    A complex ``g`` squares as optax does: ``|g|²`` (``v`` keeps the leaf's dtype)."""
-    if jnp.iscomplexobj(grad):
-        square = abs_sq(grad)
-        if form == "delta":
-            return average + (1 - decay) * (square - average)
-        return (1 - decay) * square + decay * average
-    if form == "torch":
-        return decay * average + ((1 - decay) * grad) * grad
-    if form == "delta":
-        return average + (1 - decay) * (grad * grad - average)
-    return (1 - decay) * grad**2 + decay * average  # optax's text: XLA may fuse it
+    """(4) ``v ← α v + (1 − α) g²`` (``formula.ema_of_square``); a complex ``g`` squares as
+    optax does, ``|g|²``, so torch's ``((1 − α) g) g`` grouping becomes optax's text."""
+    if form == "torch" and jnp.iscomplexobj(grad):
+        form = "multiply"
+    return formula.ema_of_square(average, grad, decay, form, JAX_OPS)
 
 
 def ema_of_mean(average: jax.Array, grad: jax.Array, decay: float, form: str) -> jax.Array:
-    """(5) the centered mean ``ḡ ← α ḡ + (1 − α) g`` (torch writes it with ``lerp_``)."""
-    if form == "torch":
-        return lerp(average, grad, 1 - decay)
-    if form == "delta":
-        return average + (1 - decay) * (grad - average)
-    return (1 - decay) * grad + decay * average
+    """(5) the centered mean ``ḡ ← α ḡ + (1 − α) g`` (``formula.ema_of_mean``)."""
+    return formula.ema_of_mean(average, grad, decay, form, JAX_OPS, average.dtype)
 
 
 def bias_corrected(moment: jax.Array, decay: float, count: jax.Array) -> jax.Array:
@@ -91,22 +85,16 @@ def bias_corrected(moment: jax.Array, decay: float, count: jax.Array) -> jax.Arr
 def scaled_direction(
     grad: jax.Array, mean_square: jax.Array, eps: float, eps_in_sqrt: bool, division_form: str
 ) -> jax.Array:
-    """(7)-(8) ``u = g / d`` with ``d = sqrt(s + eps)`` or ``sqrt(s) + eps``;
-    ``division_form="rsqrt"`` writes it as optax does, ``rsqrt(s + eps) * g``."""
+    """(7)-(8) ``u = g / d`` (``formula.denominator``); ``division_form="rsqrt"`` writes it
+    as optax does, ``rsqrt(s + eps) * g``."""
     if division_form == "rsqrt":
-        if eps_in_sqrt:
-            return jax.lax.rsqrt(mean_square + eps) * grad
-        return (1 / (jnp.sqrt(mean_square) + eps)) * grad
-    if eps_in_sqrt:
-        return grad / jnp.sqrt(mean_square + eps)
-    return grad / (jnp.sqrt(mean_square) + eps)
+        return formula.denominator(mean_square, eps, eps_in_sqrt, JAX_OPS, reciprocal=True) * grad
+    return grad / formula.denominator(mean_square, eps, eps_in_sqrt, JAX_OPS)
 
 
 def variance(square_avg: jax.Array, grad_avg: jax.Array, clamp: bool) -> jax.Array:
-    """(6) ``s = v − ḡ²`` (``max(s, 0)`` with ``clamp``), ``ḡ²`` written as optax's
-    ``abs_sq`` so that XLA fuses it as it fuses optax's."""
-    s = square_avg - abs_sq(grad_avg)
-    return jnp.maximum(s, 0) if clamp else s
+    """(6) ``s = v − |ḡ|²`` (``formula.variance``, in optax's ``abs_sq``)."""
+    return formula.variance(square_avg, grad_avg, clamp, JAX_OPS)
 
 
 def narrow(tree: Any, like: Any) -> Any:

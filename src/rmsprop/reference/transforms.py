@@ -14,48 +14,24 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .. import formula
 from .base import EmptyState, Transform, check_inputs
 from .schedules import Schedule, as_schedule
 from .tree import Tree, as_float_arrays, flatten, tree_map, tree_map_n
 
 # ----------------------------------------------------------------------------------------
-# Per-element math: small pure functions, one per step of the algorithm box.
+# Per-element math: steps (4)-(7) are ``rmsprop.formula``'s, written once for every array
+# front end; NumPy's functions and op order are these.
 # ----------------------------------------------------------------------------------------
 
-
-def lerp(start: np.ndarray, end: np.ndarray, weight: float) -> np.ndarray:
-    """``torch.lerp`` as its kernels compute it (the form depends on ``weight``)."""
-    if weight < 0.5:
-        return start + weight * (end - start)
-    return end - (end - start) * (1 - weight)
-
-
-def ema(average: np.ndarray, value: np.ndarray, decay: float, form: str) -> np.ndarray:
-    """(4) the exponential moving average ``decay*average + (1-decay)*value``, written
-    the way ``form`` writes it (see ``rmsprop.algorithm``)."""
-    if form == "delta":
-        return average + (1 - decay) * (value - average)
-    return decay * average + (1 - decay) * value
-
-
-def ema_of_square(average: np.ndarray, grad: np.ndarray, decay: float, form: str) -> np.ndarray:
-    """(4) ``v ← α v + (1 − α) g²``. torch's ``addcmul_`` groups the product as
-    ``((1 − α) g) g``; Keras and optax square first."""
-    if form == "torch":
-        return decay * average + ((1 - decay) * grad) * grad
-    return ema(average, grad * grad, decay, form)
-
-
-def ema_of_mean(average: np.ndarray, grad: np.ndarray, decay: float, form: str) -> np.ndarray:
-    """(5) the centered mean ``ḡ``: torch writes it with ``lerp_``, the others as :func:`ema`."""
-    if form == "torch":
-        return lerp(average, grad, 1 - decay)
-    return ema(average, grad, decay, form)
-
-
-def rms_denominator(mean_square: np.ndarray, eps: float, eps_in_sqrt: bool) -> np.ndarray:
-    """(7) ``sqrt(s + eps)`` (Keras, TF1, optax, timm) or ``sqrt(s) + eps`` (torch)."""
-    return np.sqrt(mean_square + eps) if eps_in_sqrt else np.sqrt(mean_square) + eps
+NUMPY_OPS = formula.ArrayOps(
+    sqrt=np.sqrt,
+    rsqrt=lambda x: 1 / np.sqrt(x),
+    square=lambda g: g * g,
+    abs_sq=lambda m: m * m,
+    clamp_at_zero=lambda s: np.maximum(s, 0),
+    lerp_in_dtype=False,  # the weight and its complement as Python floats
+)
 
 
 def bias_correction(moment: np.ndarray, decay: float, step: int) -> np.ndarray:
@@ -206,9 +182,9 @@ def scale_by_rms(
         step = state.step + 1  # (1)
 
         def one(g: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            v = ema_of_square(v, g, alpha, form=ema_form)  # (4)
+            v = formula.ema_of_square(v, g, alpha, ema_form, NUMPY_OPS)  # (4)
             s = bias_correction(v, alpha, step) if bias_correction_ else v  # (6)
-            return g / rms_denominator(s, eps, eps_in_sqrt), v  # (7), (8)
+            return g / formula.denominator(s, eps, eps_in_sqrt, NUMPY_OPS), v  # (7), (8)
 
         updates, square_avg = tree_map_n(one, 2, grads, state.square_avg)
         return updates, RmsState(step, square_avg)
@@ -243,15 +219,14 @@ def scale_by_stddev(
         step = state.step + 1  # (1)
 
         def one(g: np.ndarray, v: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, ...]:
-            v = ema_of_square(v, g, alpha, form=ema_form)  # (4)
-            m = ema_of_mean(m, g, alpha, form=ema_form)  # (5)
+            v = formula.ema_of_square(v, g, alpha, ema_form, NUMPY_OPS)  # (4)
+            m = formula.ema_of_mean(m, g, alpha, ema_form, NUMPY_OPS)  # (5)
             if bias_correction_:  # (6)
-                s = bias_correction(v, alpha, step) - bias_correction(m, alpha, step) ** 2
+                v_hat, m_hat = bias_correction(v, alpha, step), bias_correction(m, alpha, step)
             else:
-                s = v - m * m
-            if centered_clamp:
-                s = np.maximum(s, 0)
-            return g / rms_denominator(s, eps, eps_in_sqrt), v, m  # (7), (8)
+                v_hat, m_hat = v, m
+            s = formula.variance(v_hat, m_hat, centered_clamp, NUMPY_OPS)
+            return g / formula.denominator(s, eps, eps_in_sqrt, NUMPY_OPS), v, m  # (7), (8)
 
         updates, square_avg, grad_avg = tree_map_n(one, 3, grads, state.square_avg, state.grad_avg)
         return updates, StddevState(step, square_avg, grad_avg)
