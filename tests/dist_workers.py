@@ -277,6 +277,99 @@ def dcp_worker(rank: int, world: int, tmp: str, phase: str, state_dtype: str = "
     _finish()
 
 
+# ------------------------------------------------------------ 2-D meshes (4 ranks, 2 x 2)
+MESH_CASES = {
+    "plain": {"momentum": 0.9, "centered": True},
+    "global_clipnorm": {"global_clipnorm": 0.05, "momentum": 0.9},
+    "clipnorm": {"clipnorm": 0.02},
+    "clipvalue": {"clipvalue": 0.01, "impl": "foreach"},
+    "global_clipnorm_skip": {"global_clipnorm": 0.05, "nonfinite": "skip", "impl": "single"},
+}
+
+
+def _mesh_2d(layout: str):
+    """The 2 x 2 mesh of ``layout`` ("hsdp": (replicate, shard); "fsdp_tp": (dp, tp))."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    names = ("replicate", "shard") if layout == "hsdp" else ("dp", "tp")
+    return init_device_mesh("cpu", (2, 2), mesh_dim_names=names)
+
+
+def _model_2d(mesh, layout: str, model=None) -> torch.nn.Module:
+    """``_model()`` on the 2-D mesh, as torchtitan lays it out. HSDP: ``fully_shard`` on the
+    (replicate, shard) mesh. FSDP x TP: the first Linear column-wise and the second
+    row-wise over "tp" (its bias stays replicated there), then ``fully_shard`` over "dp"."""
+    from torch.distributed.fsdp import fully_shard
+
+    model = _model() if model is None else model
+    if layout == "hsdp":
+        for layer in model:
+            if isinstance(layer, torch.nn.Linear):
+                fully_shard(layer, mesh=mesh)
+        return fully_shard(model, mesh=mesh)
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        RowwiseParallel,
+        parallelize_module,
+    )
+
+    parallelize_module(model, mesh["tp"], {"0": ColwiseParallel(), "2": RowwiseParallel()})
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer, mesh=mesh["dp"])
+    return fully_shard(model, mesh=mesh["dp"])
+
+
+def _batch_rank(mesh, layout: str) -> int:
+    """Which data-parallel batch this rank sees: its own under HSDP, its "dp" row's under
+    FSDP x TP (the ranks of one tensor-parallel group see the same batch)."""
+    return mesh.get_rank() if layout == "hsdp" else mesh.get_coordinate()[0]
+
+
+def _ulps(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach(), b.detach()
+    return float(((a - b).abs() / (torch.finfo(a.dtype).eps * b.abs().clamp_min(1e-30))).max())
+
+
+def mesh2d_worker(rank: int, world: int, tmp: str, layout: str) -> None:
+    """HSDP and FSDP x TP on a 2 x 2 mesh: clipping (global, per tensor, by value) and the
+    non-finite guard equal one process given the gathered gradients of the same global
+    batch; a NaN on one rank makes every rank skip (or raise) with nothing changed."""
+    _init(rank, world, tmp)
+    mesh = _mesh_2d(layout)
+    data = _data(_batch_rank(mesh, layout), 5)
+    out = {}
+    for name, case in MESH_CASES.items():
+        model = _model_2d(mesh, layout)
+        opt, _, sharded, reference = _sharded_and_one_process(model, case, data)
+        out[name] = {
+            "exact": all(torch.equal(a, b) for a, b in zip(sharded, reference)),
+            "max_ulp": max(_ulps(a, b) for a, b in zip(sharded, reference)),
+            "placements": sorted({str(p.placements) for p in model.parameters()}),
+        }
+    for policy in ("skip", "raise"):
+        model = _model_2d(mesh, layout)
+        opt = _make(model.parameters(), {"nonfinite": policy, "global_clipnorm": 1.0})
+        x, y = data[0]
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        before = [_full(p).detach().clone() for p in model.parameters()]
+        if rank == world - 1:  # one rank alone sees a NaN, in the last tensor's shard
+            list(model.parameters())[-1].grad.to_local().view(-1)[0] = float("nan")
+        try:
+            opt.step()
+            raised = None
+        except FloatingPointError as err:
+            raised = type(err).__name__
+        after = [_full(p).detach() for p in model.parameters()]
+        out[policy] = {"unchanged": all(torch.equal(a, b) for a, b in zip(before, after)),
+                       "skipped": opt.skipped_steps, "raised": raised}  # fmt: skip
+    results = [None] * world
+    dist.all_gather_object(results, out)
+    if rank == 0:
+        Path(tmp, f"mesh2d_{layout}.json").write_text(json.dumps(results))
+    _finish()
+
+
 if __name__ == "__main__":  # for manual runs: python tests/dist_workers.py fsdp /tmp/dir
     import torch.multiprocessing as mp
 

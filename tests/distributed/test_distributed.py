@@ -76,3 +76,31 @@ def test_distributed_checkpoint_save_restart_resume_is_exact(tmp_path, state_dty
     resumed = torch.load(tmp_path / "resume.pt", weights_only=True)
     straight = torch.load(tmp_path / "straight.pt", weights_only=True)
     assert all(torch.equal(a, b) for a, b in zip(resumed, straight))
+
+
+def _spawn_world(fn, tmp_path, world, *args):
+    (tmp_path / "rendezvous").unlink(missing_ok=True)
+    mp.spawn(fn, args=(world, str(tmp_path), *args), nprocs=world, join=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("layout", ["hsdp", "fsdp_tp"])
+def test_2d_mesh_clipping_and_nonfinite_equal_one_process(tmp_path, layout):
+    """4 ranks on a 2 x 2 mesh (HSDP: (replicate, shard); FSDP x TP: ColwiseParallel /
+    RowwiseParallel over "tp", fully_shard over "dp"): global_clipnorm, clipnorm, clipvalue
+    and the unclipped step equal one process on the gathered gradients of the same global
+    batch, bit for bit; a NaN on one rank makes every rank skip, or raise, with nothing
+    changed. (Until now a 2-D mesh raised a RuntimeError in these features.)"""
+    _spawn_world(dist_workers.mesh2d_worker, tmp_path, 4, layout)
+    results = json.loads((tmp_path / f"mesh2d_{layout}.json").read_text())
+    for rank, out in enumerate(results):
+        for case in dist_workers.MESH_CASES:
+            assert out[case]["exact"], (layout, rank, case, out[case])
+        assert out["skip"] == {"unchanged": True, "skipped": 1, "raised": None}, (rank, out)
+        assert out["raise"] == {"unchanged": True, "skipped": 0, "raised": "FloatingPointError"}
+    placements = {p for case in dist_workers.MESH_CASES for p in results[0][case]["placements"]}
+    if layout == "hsdp":
+        assert placements == {"(Replicate(), Shard(dim=0))"}
+    else:  # sharded twice, row-wise sharded, and replicated over "tp" (the second bias)
+        assert {"(Shard(dim=0), Shard(dim=1))", "(Shard(dim=0), Replicate())"} <= placements

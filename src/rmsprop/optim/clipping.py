@@ -3,8 +3,10 @@ more than one tensor at a time, and so, under FSDP2 (DTensor gradients), every r
 
 RMSprop is elementwise, so a sharded step is the unsharded step on each shard; only
 ``global_clipnorm``, ``clipnorm`` and ``nonfinite`` need every rank's gradients. They
-reduce over the mesh of the gradients' DTensors with one all-reduce (one-dimensional
-meshes: FSDP2, tensor parallel; ``check_mesh`` refuses others before anything is done).
+reduce with one all-reduce over all ranks, on meshes of one or two dimensions (FSDP2,
+tensor parallel, HSDP, FSDP x TP): each shard counts once, a copy (a ``Replicate`` mesh
+dimension) on one rank only (``_reduction``; ``check_mesh`` refuses what one all-reduce
+cannot sum before anything is done).
 Norms are summed in float64. ``p.grad`` itself is never modified: clipping makes copies.
 """
 
@@ -30,43 +32,79 @@ def needs_reduction(group: dict[str, Any], nonfinite: str) -> bool:
 
 
 def check_mesh(grads: list[Tensor]) -> None:
-    """Refuse DTensor gradients on a mesh with more than one dimension (HSDP)."""
-    for g in grads:
-        if is_dtensor(g) and g.device_mesh.ndim != 1:
-            raise RuntimeError(
-                "clipping and nonfinite checks support DTensors on a one-dimensional mesh "
-                f"(got a {g.device_mesh.ndim}-D mesh)"
-            )
+    """Refuse, before anything is done, DTensor gradients whose norms one all-reduce cannot
+    sum: a ``Partial`` placement (a gradient not yet reduced), or meshes that neither span
+    every rank nor are one and the same one-dimensional mesh."""
+    _reduction(grads)
 
 
-def _mesh_group(tensors: list[Tensor]):
+def _reduction(tensors: list[Tensor]) -> tuple[Any, list[bool]]:
+    """The process group that one all-reduce over these tensors' shards runs on (None when
+    none is a DTensor), and for each tensor whether this rank's part counts in a sum over
+    that group: every shard counts exactly once, so a copy (a ``Replicate`` mesh dimension,
+    a mesh that is one slice of a larger one, a plain tensor: every rank has it) counts
+    only on the rank at coordinate 0 of the dimensions along which it is copied.
+
+    One-dimensional meshes (FSDP2, tensor parallel) and two-dimensional ones (HSDP's
+    (replicate, shard), FSDP x TP's (dp, tp), and the 1-D slices of it that
+    ``fully_shard(mesh=mesh["dp"])`` gives the parameters tensor parallel leaves alone)
+    alike: the sum runs over all ranks, and a tensor counts only on the ranks that hold
+    distinct parts of it, which is the sum over exactly the mesh dimensions that shard it."""
+    meshes = {id(t.device_mesh): t.device_mesh for t in tensors if is_dtensor(t)}
+    if not meshes:
+        return None, [True] * len(tensors)
+    world = torch.distributed.get_world_size()
+    roots = {id(m): m._get_root_mesh() for m in meshes.values()}
+    if all(r.size() == world for r in roots.values()):
+        group, rank = torch.distributed.group.WORLD, torch.distributed.get_rank()
+    elif len(meshes) == 1 and next(iter(meshes.values())).ndim == 1:
+        mesh = next(iter(meshes.values()))
+        group, rank = mesh.get_group(), mesh.get_local_rank()
+    else:
+        raise RuntimeError(
+            "clipping and nonfinite checks need the gradients' DTensors on device meshes that "
+            f"span all {world} ranks (or on one and the same one-dimensional mesh); got meshes "
+            f"of {sorted({m.size() for m in meshes.values()})} ranks"
+        )
+    counts = []
     for t in tensors:
-        if is_dtensor(t):
-            return t.device_mesh.get_group(), t.device_mesh.size()
-    return None, 1
+        if not is_dtensor(t):
+            counts.append(rank == 0)
+            continue
+        mesh = t.device_mesh
+        coordinate = mesh.get_coordinate()
+        if coordinate is None:  # this rank holds no part of it
+            counts.append(False)
+            continue
+        if any(pl.is_partial() for pl in t.placements):
+            raise RuntimeError(
+                f"a gradient is a DTensor with placements {t.placements}: a Partial placement "
+                "is a sum not yet reduced; clipping and nonfinite checks need reduced gradients"
+            )
+        copied = any(c != 0 for pl, c in zip(t.placements, coordinate) if pl.is_replicate())
+        root = roots[id(mesh)]
+        in_first_slice = bool((mesh.mesh == root.mesh.flatten()[0]).any())
+        counts.append(not copied and in_first_slice)
+    return group, counts
 
 
-def _local_sumsq(g: Tensor, world: int) -> Tensor:
-    """This rank's share of ``sum(g²)``, in float64: a shard counts fully, a replicated
-    tensor (the same on every rank) by 1/world so that the all-reduce counts it once."""
+def _local_sumsq(g: Tensor, counts: bool) -> Tensor:
+    """This rank's share of ``sum(g²)``, in float64: its part when it counts (``_reduction``)
+    and 0 otherwise, so that the all-reduce counts every element once, with no division."""
     values = g.coalesce().values() if g.is_sparse else local(g)
-    total = torch.sum(
+    if not counts:
+        return torch.zeros((), dtype=torch.float64, device=values.device)
+    return torch.sum(
         torch.view_as_real(values).double() ** 2 if values.is_complex() else values.double() ** 2
     )
-    if is_dtensor(g):
-        from torch.distributed.tensor import Replicate
-
-        if all(isinstance(pl, Replicate) for pl in g.placements):
-            return total / world
-    return total
 
 
 def squared_norms(grads: list[Tensor]) -> list[float]:
     """``sum(g²)`` of each gradient over all ranks (one all-reduce when they are DTensors)."""
     if not grads:
         return []
-    group, world = _mesh_group(grads)
-    sums = torch.stack([_local_sumsq(g, world) for g in grads])
+    group, counts = _reduction(grads)
+    sums = torch.stack([_local_sumsq(g, c) for g, c in zip(grads, counts)])
     if group is not None:
         torch.distributed.all_reduce(sums, group=group)
     return [float(s) for s in sums]
@@ -87,7 +125,7 @@ def any_nonfinite(grads: list[Tensor]) -> bool:
     if fast:
         flags.append(torch.tensor(check(fast)))
     bad = torch.stack(flags).any().to(torch.int32)
-    group, _ = _mesh_group(grads)
+    group, _ = _reduction(grads)
     if group is not None:
         torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX, group=group)
     return bool(bad)
