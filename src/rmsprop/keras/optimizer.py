@@ -16,6 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from .. import formula
 from .._validation import (
     NON_NEGATIVE,
     UNIT,
@@ -36,38 +37,15 @@ EXTRA = ("maximize", "division_form", "sparse_mode")  # switches beyond the pres
 SPARSE_MODES = ("lazy", "dense")
 
 
-def lerp(start, end, weight: float, dtype: str):
-    """``torch.lerp`` with a scalar weight (weight and complement rounded to the tensor's
-    dtype, as torch's kernel holds them)."""
-    w = np.asarray(weight, dtype=dtype)
-    if w < 0.5:
-        return start + w.item() * (end - start)
-    return end - (end - start) * (np.asarray(1, dtype=dtype) - w).item()
-
-
-def ema_of_square(average, grad, decay: float, form: str):
-    """(4) ``v ← α v + (1 − α) g²`` written as ``form`` writes it."""
-    if form == "torch":
-        return average * decay + ((1 - decay) * grad) * grad
-    if form == "delta":
-        return average + (1 - decay) * (grad * grad - average)
-    return decay * average + (1 - decay) * ops.square(grad)
-
-
-def ema_of_mean(average, grad, decay: float, form: str, dtype: str):
-    """(5) ``ḡ ← α ḡ + (1 − α) g`` (torch writes it with ``lerp_``)."""
-    if form == "torch":
-        return lerp(average, grad, 1 - decay, dtype)
-    if form == "delta":
-        return average + (1 - decay) * (grad - average)
-    return decay * average + (1 - decay) * grad
-
-
-def with_eps(s, eps: float, eps_in_sqrt: bool, division_form: str):
-    """(7) ``d = sqrt(s + eps)`` or ``sqrt(s) + eps``; with ``"rsqrt"`` its reciprocal."""
-    if division_form == "rsqrt":
-        return ops.rsqrt(s + eps) if eps_in_sqrt else 1 / (ops.sqrt(s) + eps)
-    return ops.sqrt(s + eps) if eps_in_sqrt else ops.sqrt(s) + eps
+#: ``rmsprop.formula``'s functions in ``keras.ops`` (any backend), in Keras's text
+#: (``ρ·v + (1 − ρ)·g²``, ``ops.square``; ``max(s, 0)`` as ``relu``: in ``s``'s own dtype)
+KERAS_OPS = formula.ArrayOps(
+    sqrt=ops.sqrt,
+    rsqrt=ops.rsqrt,
+    square=ops.square,
+    abs_sq=lambda m: m * m,
+    clamp_at_zero=ops.relu,
+)
 
 
 def indexed_rows(gradient):
@@ -284,12 +262,13 @@ class RMSprop(keras.optimizers.RMSprop):
         if self.coupled_weight_decay and self._use_weight_decay(variable):
             grad = grad + self.coupled_weight_decay * at.read(variable)  # (3) coupled
         velocity = self._velocities[index]
-        s = ema_of_square(at.read(velocity), grad, self.rho, self.ema_form)  # (4)
+        s = formula.ema_of_square(at.read(velocity), grad, self.rho, self.ema_form,
+                                  KERAS_OPS)  # (4)  # fmt: skip
         at.write(velocity, s)
         mean = None
         if self.centered:
-            mean = ema_of_mean(at.read(self._average_gradients[index]), grad, self.rho,
-                               self.ema_form, dtype)  # (5)  # fmt: skip
+            mean = formula.ema_of_mean(at.read(self._average_gradients[index]), grad, self.rho,
+                                       self.ema_form, KERAS_OPS, dtype)  # (5)  # fmt: skip
             at.write(self._average_gradients[index], mean)
         if self.bias_correction:  # (6): 1 − ρᵗ in float32 at least (ρ rounds to 1 in bf16)
             wide = "float64" if dtype == "float64" else "float32"
@@ -300,9 +279,9 @@ class RMSprop(keras.optimizers.RMSprop):
             s = s / correction
             mean = None if mean is None else mean / correction
         if mean is not None:
-            s = s - mean * mean
-            s = ops.relu(s) if self.centered_clamp else s  # max(s, 0) in s's own dtype
-        d = with_eps(s, self.epsilon, self.eps_in_sqrt, self.division_form)  # (7)
+            s = formula.variance(s, mean, self.centered_clamp, KERAS_OPS)
+        d = formula.denominator(s, self.epsilon, self.eps_in_sqrt, KERAS_OPS,
+                                reciprocal=self.division_form == "rsqrt")  # (7)  # fmt: skip
         self._apply(at, variable, grad, d, lr, index)  # (8)-(10)
 
     def _apply(self, at: Rows, variable, grad, d, lr, index) -> None:
