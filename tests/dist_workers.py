@@ -370,6 +370,99 @@ def mesh2d_worker(rank: int, world: int, tmp: str, layout: str) -> None:
     _finish()
 
 
+# ------------------------------------------------ DCP checkpoints across world sizes
+RESHARD_FORMS = {
+    "fp32": {"state_dtype": None, "momentum": 0.9, "centered": True},
+    "bf16": {"state_dtype": torch.bfloat16, "momentum": 0.9},
+    "int8": {"state_dtype": "int8", "momentum": 0.9},
+    "int8_centered": {"state_dtype": "int8", "momentum": 0.9, "centered": True},  # grad_var
+    "bf16_centered": {"state_dtype": torch.bfloat16, "centered": True},  # grad_var
+}
+
+
+def _reshard_model(world: int) -> torch.nn.Module:
+    """``_compact_model()`` laid out for ``world`` ranks: 4, HSDP on a 2 x 2 mesh; 2, FSDP2;
+    1, an ordinary module (plain tensors)."""
+    model = _compact_model()
+    if world == 4:
+        return _model_2d(_mesh_2d("hsdp"), "hsdp", model)
+    return _shard(model) if world == 2 else model
+
+
+def _full_gradients(step: int, params) -> list[torch.Tensor]:
+    """Step ``step``'s gradients, the same on every world size: each rank makes the full
+    tensor and keeps its part (no communication), so the runs differ only in layout."""
+    from torch.distributed.tensor import distribute_tensor
+
+    g = torch.Generator().manual_seed(1000 + step)
+    grads = []
+    for p in params:
+        full = torch.randn(p.shape, generator=g) * 0.1
+        if hasattr(p, "device_mesh"):
+            full = distribute_tensor(full, p.device_mesh, p.placements, src_data_rank=None)
+        grads.append(full)
+    return grads
+
+
+def _counters(opt) -> dict[str, int]:
+    """What ``get_optimizer_state_dict`` leaves out of ``opt.state_dict()``: saved beside it."""
+    return {"rounding_seed": opt.rounding_seed, "skipped_steps": opt.skipped_steps}
+
+
+def reshard_worker(rank: int, world: int, tmp: str, phase: str, source: int = 0) -> None:
+    """``phase`` "save": 5 steps of every form of ``RESHARD_FORMS``, a DCP checkpoint of
+    each (in ``ckpt{world}_{form}``), 5 steps more (the uninterrupted run). "resume": load
+    the checkpoints written on ``source`` ranks, 5 steps. Rank 0 writes, per form, the full
+    parameters and state after the checkpoint was loaded (or saved) and at the end."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    _init(rank, world, tmp)
+    out = {}
+    for name, case in RESHARD_FORMS.items():
+        model = _reshard_model(world)
+        params = list(model.parameters())
+        opt = _make(params, {"lr": 0.01, **case})
+        opt.rounding_seed = 12345  # not 0: a resumed run on seed 0 would round differently
+
+        def run(steps, params=params, opt=opt):
+            for k in steps:
+                for p, g in zip(params, _full_gradients(k, params)):
+                    p.grad = g
+                opt.step()
+
+        def snapshot(params=params, opt=opt):
+            state = [{k: _full(v).clone() for k, v in opt.state[p].items()} for p in params]
+            return [_full(p).detach().clone() for p in params], state
+
+        ckpt = str(Path(tmp, f"ckpt{world if phase == 'save' else source}_{name}"))
+        if phase == "save":
+            run(range(5))
+            state = {"model": get_model_state_dict(model),
+                     "optim": get_optimizer_state_dict(model, opt), "counters": _counters(opt)}  # fmt: skip
+            dcp.save(state, checkpoint_id=ckpt)
+        else:
+            run(range(1))  # the state exists (and is overwritten by the load)
+            state = {"model": get_model_state_dict(model),
+                     "optim": get_optimizer_state_dict(model, opt), "counters": _counters(opt)}  # fmt: skip
+            dcp.load(state, checkpoint_id=ckpt)
+            set_model_state_dict(model, state["model"])
+            set_optimizer_state_dict(model, opt, state["optim"])
+            opt.rounding_seed = state["counters"]["rounding_seed"]  # DCP's optimizer state
+            opt.skipped_steps = state["counters"]["skipped_steps"]  # dict has neither
+        at_checkpoint = snapshot()
+        run(range(5, 10))
+        out[name] = (at_checkpoint, snapshot())
+    if rank == 0:
+        torch.save(out, Path(tmp, f"{phase}{world}_from{source or world}.pt"))
+    _finish()
+
+
 if __name__ == "__main__":  # for manual runs: python tests/dist_workers.py fsdp /tmp/dir
     import torch.multiprocessing as mp
 

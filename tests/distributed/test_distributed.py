@@ -104,3 +104,42 @@ def test_2d_mesh_clipping_and_nonfinite_equal_one_process(tmp_path, layout):
         assert placements == {"(Replicate(), Shard(dim=0))"}
     else:  # sharded twice, row-wise sharded, and replicated over "tp" (the second bias)
         assert {"(Shard(dim=0), Shard(dim=1))", "(Shard(dim=0), Replicate())"} <= placements
+
+
+def _same(a, b) -> bool:
+    """Equal structures of tensors, bit for bit (dtypes and keys included)."""
+    if isinstance(a, torch.Tensor):
+        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return sorted(a) == sorted(b) and all(_same(a[k], b[k]) for k in a)
+    return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_distributed_checkpoint_reshards_every_state_form(tmp_path):
+    """DCP across world sizes, for fp32, bf16 (stochastic rounding), int8 blocks with their
+    scales and the centered variance form (int8 and bf16 grad_var): saved on 4 ranks (HSDP,
+    2 x 2) and on 1 process, loaded on 2 (FSDP2) and 1 (plain tensors) and on 2 and 4. The
+    loaded parameters and state equal the saved ones, and 5 steps more equal the
+    uninterrupted run, bit for bit: the 8-bit scales are row-sharded like their codes and
+    the random stream follows the global element, whatever the layout."""
+    _spawn_world(dist_workers.reshard_worker, tmp_path, 4, "save")
+    _spawn_world(dist_workers.reshard_worker, tmp_path, 1, "save")
+    loads = [(2, 4), (1, 4), (2, 1), (4, 1)]
+    for world, source in loads:
+        _spawn_world(dist_workers.reshard_worker, tmp_path, world, "resume", source)
+    saved = {w: torch.load(tmp_path / f"save{w}_from{w}.pt", weights_only=True) for w in (4, 1)}
+    for form in dist_workers.RESHARD_FORMS:  # 4 ranks == 1 process, when saved and after
+        assert _same(saved[4][form], saved[1][form]), form
+    keys = {form: sorted(saved[1][form][0][1][0]) for form in dist_workers.RESHARD_FORMS}
+    assert keys["int8"] == ["momentum_buffer_codes", "momentum_buffer_scale", "square_avg_codes",
+                            "square_avg_scale", "step"]  # fmt: skip
+    assert "grad_var_codes" in keys["int8_centered"] and "grad_var" in keys["bf16_centered"]
+    assert saved[1]["bf16"][0][1][0]["square_avg"].dtype == torch.bfloat16
+    for world, source in loads:
+        resumed = torch.load(tmp_path / f"resume{world}_from{source}.pt", weights_only=True)
+        for form in dist_workers.RESHARD_FORMS:
+            at_checkpoint, final = resumed[form]
+            assert _same(at_checkpoint, saved[source][form][0]), (world, source, form)
+            assert _same(final, saved[1][form][1]), (world, source, form)
