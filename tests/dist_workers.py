@@ -370,6 +370,68 @@ def mesh2d_worker(rank: int, world: int, tmp: str, layout: str) -> None:
     _finish()
 
 
+def _reference_groups(model, reference, case: dict) -> list[dict]:
+    """The one-process run's parameter groups: ``case``, with float32 state for the runs of
+    parameters whose shards keep float32 state (``forms.row_shards``), in the same order
+    (so every parameter has the random-stream position it has in the sharded run)."""
+    from rmsprop.lowbit.forms import StateForm
+
+    form = StateForm.parse(case.get("state_dtype"))
+    groups: list[dict] = []
+    for p, r in zip(model.parameters(), reference):
+        fallback = form.storage(p) != form.storage(r)
+        if not groups or groups[-1]["fallback"] != fallback:
+            groups.append({"fallback": fallback, "params": []})
+        groups[-1]["params"].append(r)
+    return [{"params": g["params"], **({"state_dtype": torch.float32} if g["fallback"] else {})}
+            for g in groups]  # fmt: skip
+
+
+def mesh2d_compact_worker(rank: int, world: int, tmp: str, layout: str) -> None:
+    """bf16 and 8-bit state on a 2 x 2 mesh: the fused kernel on the local shards equals
+    one process (parameters and state, bit for bit); ColwiseParallel's weight under FSDP x
+    TP (``_StridedShard(0)``, ``Shard(0)``) keeps 8-bit state; RowwiseParallel's
+    (``Shard(1)``) keeps float32 state (the one process given float32 state for it too)."""
+    _init(rank, world, tmp)
+    mesh = _mesh_2d(layout)
+    data = _data(_batch_rank(mesh, layout), 5, width=256)
+    out = {}
+    for name, case in COMPACT_CASES.items():
+        model = _model_2d(mesh, layout, _compact_model())
+        params = list(model.parameters())
+        reference = [_full(p).detach().clone().requires_grad_() for p in params]
+        opt = _make(params, {**case, "impl": "numba"})
+        ref_opt = _make(_reference_groups(model, reference, case), {**case, "impl": "numba"})
+        for x, y in data:
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            for p, r in zip(params, reference):
+                r.grad = _full(p.grad).clone()
+            opt.step()
+            ref_opt.step()
+        out[name] = {
+            "params_exact": all(torch.equal(_full(p), r) for p, r in zip(params, reference)),
+            "state_exact": all(
+                sorted(opt.state[p]) == sorted(ref_opt.state[r])
+                and all(
+                    torch.equal(_full(opt.state[p][k]), ref_opt.state[r][k])
+                    for k in ref_opt.state[r]
+                )
+                for p, r in zip(params, reference)
+            ),
+            "impl": opt.last_impl.get(0),
+            "forms": [
+                sorted(f"{k}:{v.dtype}" for k, v in opt.state[p].items() if k != "step")
+                for p in params
+            ],
+        }
+    results = [None] * world
+    dist.all_gather_object(results, out)
+    if rank == 0:
+        Path(tmp, f"mesh2d_compact_{layout}.json").write_text(json.dumps(results))
+    _finish()
+
+
 # ------------------------------------------------ DCP checkpoints across world sizes
 RESHARD_FORMS = {
     "fp32": {"state_dtype": None, "momentum": 0.9, "centered": True},

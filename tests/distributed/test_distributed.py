@@ -143,3 +143,29 @@ def test_distributed_checkpoint_reshards_every_state_form(tmp_path):
             at_checkpoint, final = resumed[form]
             assert _same(at_checkpoint, saved[source][form][0]), (world, source, form)
             assert _same(final, saved[1][form][1]), (world, source, form)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("layout", ["hsdp", "fsdp_tp"])
+def test_2d_mesh_compact_state_equals_one_process(tmp_path, layout, compile_in_place):
+    """bf16 and 8-bit state on a 2 x 2 mesh, the fused kernel on the local shards: the
+    parameters and state equal one process bit for bit (each shard's random stream starts
+    at its global offset). Under FSDP x TP, ColwiseParallel's weight (_StridedShard(0) and
+    Shard(0): whole rows) keeps 8-bit state (it fell back to float32 before) and
+    RowwiseParallel's (Shard(1): columns) keeps float32 (bf16 there drew on overlapping
+    parts of the stream before)."""
+    _spawn_world(dist_workers.mesh2d_compact_worker, tmp_path, 4, layout)
+    results = json.loads((tmp_path / f"mesh2d_compact_{layout}.json").read_text())
+    for rank, out in enumerate(results):
+        for case in dist_workers.COMPACT_CASES:
+            r = out[case]
+            assert (r["params_exact"], r["state_exact"], r["impl"]) == (True, True, "numba"), (
+                layout, rank, case, r)  # fmt: skip
+            if case.startswith("int8"):  # the 32 x 256 weight: 8-bit blocks on every layout
+                assert "momentum_buffer_codes:torch.uint8" in r["forms"][0], (layout, r["forms"])
+        bf16 = out["bf16_momentum_centered"]["forms"]
+        assert bf16[0] == ["grad_avg:torch.bfloat16", "grad_var:torch.bfloat16",
+                           "momentum_buffer:torch.bfloat16"]  # fmt: skip
+        row_wise = "float32" if layout == "fsdp_tp" else "bfloat16"
+        assert all(row_wise in f for f in bf16[2]), bf16[2]

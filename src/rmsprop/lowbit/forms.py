@@ -9,7 +9,8 @@ A user writes ``state_dtype`` as ``None``, ``torch.float32``, ``torch.bfloat16``
 =================  ====================================================================
 ``None``           ``Storage.FLOAT`` in the parameter's dtype (as ``torch.optim``)
 ``torch.float32``  ``Storage.FLOAT`` in float32
-``torch.bfloat16`` ``Storage.BF16``: bf16 written with stochastic rounding
+``torch.bfloat16`` ``Storage.BF16``: bf16 written with stochastic rounding (a DTensor
+                   whose shards are not ranges of rows, ``row_shards``: float32)
 ``"int8"``         ``Storage.INT8``: blockwise 8-bit codes + one fp32 scale per block, for
                    tensors of at least ``MIN_INT8_NUMEL`` elements whose blocks a shard
                    keeps whole; ``Storage.FLOAT`` in float32 for the others
@@ -20,6 +21,7 @@ Complex parameters keep ``Storage.FLOAT`` in their own dtype whatever ``state_dt
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -69,7 +71,7 @@ class StateForm:
         if self.state_dtype is None or self.state_dtype is torch.float32 or param.is_complex():
             return Storage.FLOAT
         if self.state_dtype is torch.bfloat16:
-            return Storage.BF16
+            return Storage.BF16 if row_shards(param) else Storage.FLOAT
         return Storage.INT8 if int8_applies(param) else Storage.FLOAT
 
     def float_dtype(self, param: Tensor) -> torch.dtype:
@@ -104,13 +106,38 @@ def scale_shape(param: Tensor) -> tuple[int, ...]:
 
 
 def _keeps_blocks(param: Tensor) -> bool:
-    """A DTensor's shards hold whole blocks: replicated, or sharded along dimension 0 of a
-    parameter whose rows are whole blocks. Any other tensor: True."""
+    """A DTensor's shards hold whole blocks: replicated, or each shard a range of whole
+    rows (``row_shards``) of a parameter whose rows are whole blocks. Any other tensor:
+    True."""
+    if not is_dtensor(param) or all(pl.is_replicate() for pl in param.placements):
+        return True
+    return row_shards(param) and len(scale_shape(param)) == 2
+
+
+def row_shards(param: Tensor) -> bool:
+    """Is every shard of ``param`` one contiguous range of rows (dimension 0), so one range
+    of the global (row-major) element order, where its part of the random stream starts at
+    ``state.first_element``? True for an ordinary tensor, and for DTensors placed on any
+    number of mesh dimensions by ``Replicate``, ``Shard(0)``, and the ``_StridedShard(0)``
+    that ``fully_shard`` puts before a tensor-parallel ``Shard(0)`` (ColwiseParallel's
+    weight under FSDP x TP: its split factor is the size of the dimensions sharding
+    dimension 0 after it). False for ``Shard(1)`` (RowwiseParallel's weight: a shard is a
+    block of columns) and ``Partial``: compact state (bf16 or 8-bit, written with
+    stochastic rounding) would need each element's own global index there, and such a
+    parameter keeps float32 state instead."""
     if not is_dtensor(param):
         return True
-    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.placement_types import _StridedShard
 
-    rows_whole = len(scale_shape(param)) == 2
-    return all(
-        isinstance(pl, Replicate) or (pl == Shard(0) and rows_whole) for pl in param.placements
-    )
+    sizes, placements = param.device_mesh.shape, param.placements
+    for d, pl in enumerate(placements):
+        if pl.is_replicate() or pl.is_shard(0):
+            continue
+        if isinstance(pl, _StridedShard) and pl.dim == 0:
+            later = math.prod(
+                sizes[e] for e in range(d + 1, len(sizes)) if placements[e].is_shard(0)
+            )
+            if pl.split_factor == later:
+                continue
+        return False
+    return True
