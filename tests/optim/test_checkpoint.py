@@ -215,3 +215,40 @@ def test_torch_format_refuses_switches_torch_does_not_have():
         ValueError, match=r"switches torch.optim.RMSprop does not have: \{'eps_in_sqrt'"
     ):
         opt.state_dict(format="torch")
+
+
+@pytest.mark.parametrize("state_dtype", [torch.bfloat16, "int8"])
+def test_the_counters_survive_a_checkpoint_that_keeps_only_state_and_groups(state_dtype):
+    """``torch.distributed.checkpoint``'s ``get_optimizer_state_dict`` keeps only ``state``
+    and ``param_groups``: the optimizer's ``rounding_seed`` and ``skipped_steps`` travel in
+    each group too, so a compact-state run resumes on its own random stream (it resumed on
+    seed 0) and keeps its count of skipped steps; the groups hold no counter afterwards."""
+
+    def run(opt, p, steps, seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            p.grad = torch.randn(8192, generator=gen)
+            opt.step()
+
+    p = torch.zeros(8192, requires_grad=True)
+    opt = rmsprop.RMSprop([p], lr=1e-2, state_dtype=state_dtype, impl="single")
+    opt.rounding_seed, opt.skipped_steps = 12345, 3
+    run(opt, p, 2)
+    kept = {k: copy.deepcopy(v) for k, v in opt.state_dict().items()
+            if k in ("state", "param_groups")}  # fmt: skip
+    q = p.detach().clone().requires_grad_()
+    resumed = rmsprop.RMSprop([q], lr=1e-2, state_dtype=state_dtype, impl="single")
+    resumed.load_state_dict(kept)
+    assert (resumed.rounding_seed, resumed.skipped_steps) == (12345, 3)
+    assert all(key not in resumed.param_groups[0] for key in ("rounding_seed", "skipped_steps"))
+    run(opt, p, 3, seed=1)
+    run(resumed, q, 3, seed=1)
+    assert torch.equal(p, q)
+
+
+def test_a_counter_in_a_group_is_checked():
+    opt = rmsprop.RMSprop([torch.zeros(3, requires_grad=True)], lr=0.1)
+    sd = opt.state_dict()
+    sd["param_groups"][0]["skipped_steps"] = -1
+    with pytest.raises(ValueError, match=r"group 0: 'skipped_steps' must be >= 0"):
+        opt.load_state_dict(sd)

@@ -155,10 +155,16 @@ def _check_buffer(where: str, name: str, entry: dict[str, Any], param: torch.Ten
 
 
 def _check_counters(state_dict: dict[str, Any]) -> None:
-    for key in ("skipped_steps", "rounding_seed"):
-        if key in state_dict:
-            value = state_dict[key]
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{key!r} must be an integer, got {value!r}")
-            if key == "skipped_steps" and value < 0:
-                raise ValueError(f"'skipped_steps' must be >= 0, got {value}")
+    """The optimizer's counters, where the checkpoint has them: at its top and in each
+    group (``torch.distributed.checkpoint`` keeps only the groups)."""
+    places = [("", state_dict)] + [
+        (f"group {i}: ", g) for i, g in enumerate(state_dict["param_groups"])
+    ]
+    for where, place in places:
+        for key in ("skipped_steps", "rounding_seed"):
+            if key in place:
+                value = place[key]
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"{where}{key!r} must be an integer, got {value!r}")
+                if key == "skipped_steps" and value < 0:
+                    raise ValueError(f"{where}'skipped_steps' must be >= 0, got {value}")

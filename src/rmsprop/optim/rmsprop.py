@@ -228,8 +228,11 @@ class RMSprop(Optimizer):
                     st["step"] = torch.tensor(float(st["step"]), dtype=_get_scalar_dtype())
 
     def state_dict(self, *, format: str = "rmsprop") -> dict[str, Any]:
-        """torch's ``state_dict``, with ``skipped_steps`` and ``rounding_seed``; state in
-        the optimizer's own form (bf16 or 8-bit buffers stay compact). ``format="torch"``:
+        """torch's ``state_dict``, with ``skipped_steps`` and ``rounding_seed`` (at the top
+        and in each group: ``torch.distributed.checkpoint``'s ``get_optimizer_state_dict``
+        keeps only ``state`` and ``param_groups``, and a bf16/int8 run must resume on its
+        random stream); state in the optimizer's own form (bf16 or 8-bit buffers stay
+        compact). ``format="torch"``:
         what ``torch.optim.RMSprop.load_state_dict`` takes and continues from (every
         buffer decoded to the parameter's dtype under torch's keys; ``ValueError`` for a
         group whose switches torch does not have)."""
@@ -238,8 +241,9 @@ class RMSprop(Optimizer):
         if format == "torch":
             params = [p for group in self.param_groups for p in group["params"]]
             return torch_state_dict(sd, params)
-        sd["skipped_steps"] = self.skipped_steps
-        sd["rounding_seed"] = self.rounding_seed
+        counters = {key: getattr(self, key) for key in COUNTERS}
+        sd.update(counters)
+        sd["param_groups"] = [{**group, **counters} for group in sd["param_groups"]]
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -259,10 +263,17 @@ class RMSprop(Optimizer):
                 if pid in state_dict["state"]:
                     saved[p] = state_dict["state"][pid]
         super().load_state_dict(state_dict)
-        self.skipped_steps = int(state_dict.get("skipped_steps", 0))
-        self.rounding_seed = int(state_dict.get("rounding_seed", 0))
+        counters = (
+            {**state_dict["param_groups"][0], **state_dict}
+            if state_dict["param_groups"]
+            else state_dict
+        )
+        self.skipped_steps = int(counters.get("skipped_steps", 0))
+        self.rounding_seed = int(counters.get("rounding_seed", 0))
         for group, kept in zip(self.param_groups, runtime):  # how to run is not in a checkpoint
             group.update(kept)
+            for key in COUNTERS:  # the optimizer's, not a group's (saved in each for DCP)
+                group.pop(key, None)
         for first, group in zip(self._first_salts(), self.param_groups):
             for i, p in enumerate(group["params"]):
                 if p in saved:
@@ -340,6 +351,10 @@ RMSprop.__doc__ = RMSprop.__doc__.replace(
     + "\n".join("        " + line for line in ALGORITHM.splitlines()),
     1,
 )
+
+
+#: the optimizer's own counters, saved with its state (``state_dict``)
+COUNTERS = ("skipped_steps", "rounding_seed")
 
 
 def _laid_out_like(p: Tensor, value: Tensor) -> Tensor:
