@@ -60,6 +60,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
+def ieee_sqrt(monkeypatch):
+    """torch's vectorised CPU sqrt is not correctly rounded (AVX-512 builds; MKL's VML), the
+    kernels' is: the torch paths get a correctly rounded sqrt (NumPy's, on the tensor's
+    device), per tensor and foreach, so they can be compared with a kernel bit for bit."""
+    import numpy as np
+    import torch
+
+    def sqrt(t):
+        return torch.from_numpy(np.sqrt(t.detach().cpu().numpy())).to(t.device)
+
+    monkeypatch.setattr(torch.Tensor, "sqrt", sqrt)
+    monkeypatch.setattr(torch.Tensor, "sqrt_", lambda t: t.copy_(sqrt(t)))
+    monkeypatch.setattr(torch, "_foreach_sqrt", lambda ts: [sqrt(t) for t in ts])
+    monkeypatch.setattr(torch, "_foreach_sqrt_", lambda ts: [t.copy_(sqrt(t)) for t in ts])
+
+
+@pytest.fixture
 def compile_in_place(monkeypatch):
     """``impl="auto"`` compiles (or loads) a fused kernel in the step that first needs it,
     as with ``RMSPROP_BACKGROUND_COMPILE=0``: for tests about what auto runs once the

@@ -23,21 +23,6 @@ from parity_data import (
 pytest.importorskip("numba")
 
 
-@pytest.fixture
-def ieee_sqrt(monkeypatch):
-    """torch's vectorised CPU sqrt is not correctly rounded (AVX-512 builds); the kernel's
-    is. Give the single-tensor path an IEEE sqrt so the two can be compared bit for bit."""
-
-    def sqrt(t):
-        return torch.from_numpy(np.sqrt(t.detach().numpy()))
-
-    def sqrt_(t):
-        return t.copy_(sqrt(t))
-
-    monkeypatch.setattr(torch.Tensor, "sqrt", sqrt)
-    monkeypatch.setattr(torch.Tensor, "sqrt_", sqrt_)
-
-
 def _shapes():
     # a tensor longer than a chunk, odd sizes (vector tails), a scalar-like one
     return ((3, 5), (40_000,), (7,), (1,), (33, 31))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 import torch
 
@@ -47,15 +46,6 @@ def test_triton_equals_numba_bit_for_bit(config):
     ours, _ = _run("triton", hp, torch.float32, seed=len(config))
     theirs, _ = _run("numba", hp, torch.float32, seed=len(config))
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs)), config
-
-
-@pytest.fixture
-def ieee_sqrt(monkeypatch):
-    def sqrt(t):
-        return torch.from_numpy(np.sqrt(t.detach().cpu().numpy())).to(t.device)
-
-    monkeypatch.setattr(torch.Tensor, "sqrt", sqrt)
-    monkeypatch.setattr(torch.Tensor, "sqrt_", lambda t: t.copy_(sqrt(t)))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -90,16 +90,22 @@ def tf1_trajectory(hp: dict, sparse: bool, dtype: str):
     out = []
     for step, lr in zip(grads, lrs):
         rate[0] = float(lr)
-        pairs = []
-        for (rows, values), var in zip(step, variables):
-            g = tf.constant(values.astype(dtype))
-            if rows is not None:
-                g = tf.IndexedSlices(g, tf.constant(rows), tf.constant(var.shape))
-            pairs.append((g, var))
-        opt.apply_gradients(pairs)
+        opt.apply_gradients(gradient_pairs(step, variables, dtype))
         out.append([v.numpy().copy() for v in variables])
     slots = {name: opt.get_slot(variables[0], name).numpy() for name in opt.get_slot_names()}
     return out, slots
+
+
+def gradient_pairs(step, variables, dtype: str) -> list:
+    """One step's ``(gradient, variable)`` pairs: dense tensors, or ``IndexedSlices`` where the
+    problem gives rows (TF1's ``SparseApplyRMSProp`` path)."""
+    pairs = []
+    for (rows, values), var in zip(step, variables):
+        g = tf.constant(values.astype(dtype))
+        if rows is not None:
+            g = tf.IndexedSlices(g, tf.constant(rows), tf.constant(var.shape))
+        pairs.append((g, var))
+    return pairs
 
 
 def keras_tf1(hp: dict, sparse: bool, dtype: str):
@@ -113,13 +119,7 @@ def keras_tf1(hp: dict, sparse: bool, dtype: str):
         out = []
         for step, lr in zip(grads, lrs):
             opt.learning_rate = float(lr)
-            pairs = []
-            for (rows, values), var in zip(step, variables):
-                g = tf.constant(values.astype(dtype))
-                if rows is not None:
-                    g = tf.IndexedSlices(g, tf.constant(rows), tf.constant(var.shape))
-                pairs.append((g, var))
-            opt.apply_gradients(pairs)
+            opt.apply_gradients(gradient_pairs(step, variables, dtype))
             out.append([keras.ops.convert_to_numpy(v.value).copy() for v in variables])
         return out
     finally:

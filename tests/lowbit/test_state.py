@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -61,17 +60,6 @@ def ran_fused(opt, group: int = 0) -> bool:
     """Did the group's last step run every tensor in its back end's own kernel (not one at
     a time on fp32 working copies)?"""
     return all(mode == "native" for mode, _, _ in opt.last_plan[group].tasks)
-
-
-@pytest.fixture
-def ieee_sqrt(monkeypatch):
-    def sqrt(t):
-        return torch.from_numpy(np.sqrt(t.detach().numpy()))
-
-    monkeypatch.setattr(torch.Tensor, "sqrt", sqrt)
-    monkeypatch.setattr(torch.Tensor, "sqrt_", lambda t: t.copy_(sqrt(t)))
-    monkeypatch.setattr(torch, "_foreach_sqrt", lambda ts: [sqrt(t) for t in ts])
-    monkeypatch.setattr(torch, "_foreach_sqrt_", lambda ts: [t.copy_(sqrt(t)) for t in ts])
 
 
 @pytest.mark.parametrize("config", CONFIGS)

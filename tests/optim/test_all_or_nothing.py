@@ -29,19 +29,6 @@ from rmsprop import reference as ref
 IMPLS = ["single", "foreach", "numba", "triton"]
 
 
-@pytest.fixture
-def ieee_sqrt(monkeypatch):
-    """The single-tensor path with a correctly rounded sqrt, as the kernels'."""
-
-    def sqrt(t):
-        return torch.from_numpy(np.sqrt(t.detach().numpy()))
-
-    monkeypatch.setattr(torch.Tensor, "sqrt", sqrt)
-    monkeypatch.setattr(torch.Tensor, "sqrt_", lambda t: t.copy_(sqrt(t)))
-    monkeypatch.setattr(torch, "_foreach_sqrt", lambda ts: [sqrt(t) for t in ts])
-    monkeypatch.setattr(torch, "_foreach_sqrt_", lambda ts: [t.copy_(sqrt(t)) for t in ts])
-
-
 def snapshot(opt: rmsprop.RMSprop) -> tuple:
     """Every parameter, state tensor and counter of ``opt``, copied."""
     params = [p.detach().clone() for g in opt.param_groups for p in g["params"]]
