@@ -37,6 +37,7 @@ import torch
 import rmsprop
 from rmsprop.lowbit.state import decode
 from rmsprop.optim.clipping import clip_gradients
+from rmsprop.optim.settings import Settings
 
 from parity_data import SWITCH_MATRIX
 
@@ -134,7 +135,9 @@ def _run(impl, device, params0, grads, hp, dtype, state_dtype=None, *, record_cl
         for p, g in zip(params, gs):
             p.grad = g
         if record_clipped is not None:
-            record_clipped.append([c.cpu() for c in clip_gradients(gs, opt.param_groups[0])])
+            record_clipped.append(
+                [c.cpu() for c in clip_gradients(gs, Settings.from_group(opt.param_groups[0]))]
+            )
         opt.step()
         assert opt.last_impl[0] == impl, opt.last_plan
     return params, opt
@@ -345,7 +348,9 @@ def test_clipping_on_the_device(device, config):
     _run("triton", device, params0, grads[:1], hp, torch.float32, record_clipped=on_device)
     p = _tensors(params0, torch.float32, "cpu", grad=True)
     group = rmsprop.RMSprop(p, impl="single", **hp).param_groups[0]
-    on_cpu.append(clip_gradients(_tensors(grads[0], torch.float32, "cpu"), group))
+    on_cpu.append(
+        clip_gradients(_tensors(grads[0], torch.float32, "cpu"), Settings.from_group(group))
+    )
     n = sum(int(np.prod(s)) for s in SHAPES)
     for a, b in zip(on_device[0], on_cpu[0]):
         assert torch.allclose(a, b, rtol=n * EPS32, atol=0), (device, config)

@@ -60,6 +60,7 @@ class Hyper:
     ema_form: str = "torch"
     centered_clamp: bool = False
     capturable: bool = False
+    initial_accumulator_value: float = 0.0  # where square_avg starts (lowbit.state.init_state)
     ieee_sqrt: bool = False  # the single-tensor path with a correctly rounded sqrt (numba's)
 
     @classmethod

@@ -28,8 +28,7 @@ straddle ranks) keeps fp32 state under ``"int8"``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -53,10 +52,23 @@ SLOT = {"square_avg": 0, VARIANCE: 0, "grad_avg": 1, "momentum_buffer": 2}  # ke
 SIGNED = {"square_avg": False, VARIANCE: False, "grad_avg": True, "momentum_buffer": True}
 COMPACT = (torch.bfloat16, "int8")
 
+
+class Switches(Protocol):
+    """The switches that decide a parameter's state (``rmsprop.backends.base.Hyper`` has
+    them; any object with these attributes will do)."""
+
+    centered: bool
+    momentum: float
+    alpha: float
+    bias_correction: bool
+    capturable: bool
+    initial_accumulator_value: float
+
+
 __all__ = [
     "ALL_BUFFERS", "BUFFERS", "COMPACT", "MIN_INT8_NUMEL", "SIGNED", "SLOT", "VARIANCE",
-    "buffer_names", "conform", "decode", "encode", "first_element", "has", "in_form",
-    "init_state", "int8_applies", "scale_shape", "state_bytes",
+    "Switches", "buffer_names", "conform", "decode", "encode", "first_element", "has",
+    "in_form", "init_state", "int8_applies", "scale_shape", "state_bytes",
 ]  # fmt: skip
 
 
@@ -136,21 +148,21 @@ def encode(state: dict[str, Any], values: dict[str, Tensor], param: Tensor, form
             state[name] = _like(param, value.to(form.float_dtype(param)))
 
 
-def init_state(state: dict[str, Any], param: Tensor, form: StateForm, group: Mapping[str, Any],
-               seed: int, salt: int) -> None:  # fmt: skip
-    """Complete ``state`` for ``param`` under ``group``'s switches: ``step`` (0) if there is
+def init_state(state: dict[str, Any], param: Tensor, form: StateForm, hp: Switches, seed: int,
+               salt: int) -> None:  # fmt: skip
+    """Complete ``state`` for ``param`` under the switches ``hp``: ``step`` (0) if there is
     none, ``square_avg`` / ``grad_var`` converted from one another if the centered switch
     or the storage changed (``conform``), and each missing buffer of ``buffer_names``:
     ``square_avg`` or ``grad_var`` at ``initial_accumulator_value``, the others at 0 (so
     momentum turned on after the first step starts there)."""
     if "step" not in state:
-        device = param.device if group["capturable"] else None
+        device = param.device if hp.capturable else None
         state["step"] = torch.zeros((), dtype=new_step_dtype(), device=device)
-    conform(state, param, form, group, seed, salt)
+    conform(state, param, form, hp, seed, salt)
     storage = form.storage(param)
-    missing = [n for n in buffer_names(group["centered"], group["momentum"], storage)
+    missing = [n for n in buffer_names(hp.centered, hp.momentum, storage)
                if not has(state, n)]  # fmt: skip
-    start = {name: group["initial_accumulator_value"] if name in ("square_avg", VARIANCE) else 0.0
+    start = {name: hp.initial_accumulator_value if name in ("square_avg", VARIANCE) else 0.0
              for name in missing}  # fmt: skip
     if storage is Storage.FLOAT:
         for name in missing:
@@ -164,21 +176,21 @@ def init_state(state: dict[str, Any], param: Tensor, form: StateForm, group: Map
         encode(state, values, param, form, int(float(state["step"])), seed, salt)
 
 
-def conform(state: dict[str, Any], param: Tensor, form: StateForm, group: Mapping[str, Any],
-            seed: int, salt: int) -> None:  # fmt: skip
-    """Every buffer the group uses in ``form`` for ``param``: ``square_avg`` and
+def conform(state: dict[str, Any], param: Tensor, form: StateForm, hp: Switches, seed: int,
+            salt: int) -> None:  # fmt: skip
+    """Every buffer the switches ``hp`` use in ``form`` for ``param``: ``square_avg`` and
     ``grad_var`` computed from one another where the group needs the other one
     (v = S + ḡ²/c, S = max(v − ḡ²/c, 0)), laid out like the parameter, then every buffer in
     use that is in another form decoded and encoded (buffers not in use are left alone)."""
     step = float(state["step"]) if "step" in state else 0.0
-    first = buffer_names(group["centered"], group["momentum"], form.storage(param))[0]
+    first = buffer_names(hp.centered, hp.momentum, form.storage(param))[0]
     if not has(state, first) and has(state, _OTHER[first]):
-        value = _converted_first(state, first, group, step)
+        value = _converted_first(state, first, hp, step)
         value = torch.empty_like(local(param), dtype=value.dtype).copy_(value)  # param's layout
         for key in (_OTHER[first], f"{_OTHER[first]}_codes", f"{_OTHER[first]}_scale"):
             state.pop(key, None)
         encode(state, {first: value}, param, form, int(step), seed, salt)
-    names = buffer_names(group["centered"], group["momentum"], form.storage(param))
+    names = buffer_names(hp.centered, hp.momentum, form.storage(param))
     stale = {name: decode(state, name) for name in names
              if has(state, name) and not in_form(state, name, param, form)}  # fmt: skip
     if stale:
@@ -196,15 +208,14 @@ def in_form(state: dict[str, Any], name: str, param: Tensor, form: StateForm) ->
 _OTHER = {"square_avg": VARIANCE, VARIANCE: "square_avg"}
 
 
-def _converted_first(state: dict[str, Any], name: str, group: Mapping[str, Any],
-                     step: float) -> Tensor:  # fmt: skip
+def _converted_first(state: dict[str, Any], name: str, hp: Switches, step: float) -> Tensor:
     """``name`` (``square_avg`` or ``grad_var``) computed from the other and ``grad_avg``:
     v = S + ḡ²/c, S = max(v − ḡ²/c, 0), c the bias correction at ``step`` (1 without)."""
     other = decode(state, _OTHER[name])
     if "grad_avg" not in state and "grad_avg_codes" not in state:
         return other.clone()
     mean = decode(state, "grad_avg").to(other.dtype)
-    c = variance_weights(group["alpha"], step, group["bias_correction"])[0] if step else 1.0
+    c = variance_weights(hp.alpha, step, hp.bias_correction)[0] if step else 1.0
     squared = mean * mean / c if c > 0 else torch.zeros_like(mean)
     return other + squared if name == "square_avg" else (other - squared).clamp_min(0)
 

@@ -20,15 +20,12 @@ from torch import Tensor
 
 from .._dtensor import is_dtensor, local
 from ..backends import nonfinite_check
+from .settings import Settings
 
 
-def needs_reduction(group: dict[str, Any], nonfinite: str) -> bool:
+def needs_reduction(settings: Settings, nonfinite: str) -> bool:
     """Does this group's step read every rank's gradients?"""
-    return (
-        nonfinite != "update"
-        or group["clipnorm"] is not None
-        or group["global_clipnorm"] is not None
-    )
+    return nonfinite != "update" or settings.reads_every_rank
 
 
 def check_mesh(grads: list[Tensor]) -> None:
@@ -137,17 +134,17 @@ def clip_scale(norm_sq: float, max_norm: float) -> float:
     return max_norm / max(norm, max_norm) if math.isfinite(norm) else float("nan")
 
 
-def clip_gradients(grads: list[Tensor], group: dict[str, Any]) -> list[Tensor]:
+def clip_gradients(grads: list[Tensor], settings: Settings) -> list[Tensor]:
     """(2) Keras's clipping of one group's gradients, on copies."""
-    if group["clipvalue"] is not None:
-        c = group["clipvalue"]
+    if settings.clipvalue is not None:
+        c = settings.clipvalue
         return [_map_values(g, lambda v, c=c: _clamp(v, c)) for g in grads]
-    if group["clipnorm"] is not None:
-        c = group["clipnorm"]
+    if settings.clipnorm is not None:
+        c = settings.clipnorm
         scales = [clip_scale(sq, c) for sq in squared_norms(grads)]
         return [_map_values(g, lambda v, s=s: v * s) for g, s in zip(grads, scales)]
-    if group["global_clipnorm"] is not None and grads:
-        scale = clip_scale(sum(squared_norms(grads)), group["global_clipnorm"])
+    if settings.global_clipnorm is not None and grads:
+        scale = clip_scale(sum(squared_norms(grads)), settings.global_clipnorm)
         return [_map_values(g, lambda v: v * scale) for g in grads]
     return grads
 

@@ -25,11 +25,11 @@ def execute(plan: Plan, grads: list[Tensor], state: MutableMapping[Tensor, dict[
     """Steps (1), (3)-(10) for the group of ``plan`` with gradients ``grads`` (clipped).
     ``seed``: the optimizer's ``rounding_seed``; ``first_salt``: the random-stream position
     of the group's first parameter (the parameters before it in the optimizer)."""
-    group, states = plan.group, plan.states
+    states, hp = plan.states, plan.settings.hp
     for k in plan.fresh:
         owner = plan.owners[k]
         states[k] = state[owner]  # a new entry of the optimizer's state where there was none
-        init_state(states[k], owner, plan.form, group, seed, first_salt + plan.positions[k])
+        init_state(states[k], owner, plan.form, hp, seed, first_salt + plan.positions[k])
     if plan.sharded:
         grads = [local(g) for g in grads]
     for task in plan.tasks:
@@ -51,7 +51,7 @@ def _batch(plan: Plan, task: Task, grads: list[Tensor], states: list[dict[str, A
 
 
 def _run(plan: Plan, task: Task, batch: Batch) -> None:
-    lr, hp = plan.group["lr"], plan.hp
+    lr, hp = plan.settings.lr, plan.hp
     if task.mode == "sparse":
         sparse.step(batch, lr, hp)
     elif task.mode == "native":

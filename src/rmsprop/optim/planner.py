@@ -35,6 +35,7 @@ from ..lowbit.codecs import num_blocks
 from ..lowbit.forms import MIN_INT8_NUMEL, StateForm, Storage
 from ..lowbit.state import ALL_BUFFERS, new_step_dtype
 from .clipping import check_mesh
+from .settings import Settings
 from .validation import FLOATING
 
 REAL_FLOATS = frozenset(FLOATING[:4])
@@ -63,9 +64,8 @@ class Plan:
     """How one parameter group runs this step."""
 
     index: int  # the group's position in ``param_groups``
-    group: dict[str, Any]
-    hp: Hyper
-    form: StateForm
+    settings: Settings
+    hp: Hyper  # the settings' (a stand-in's where one runs: ``_stand_in_while_loading``)
     impl: str  # the back end ("none": no gradients; "sparse-lazy": sparse rows only)
     owners: list[Tensor]  # the parameters with a gradient, as the optimizer holds them
     positions: list[int]  # their positions in the group
@@ -76,6 +76,10 @@ class Plan:
     tasks: list[Task] = field(default_factory=list)
     passed_over: dict[str, str] = field(default_factory=dict)  # auto: back end -> why not
     sharded: bool = False
+
+    @property
+    def form(self) -> StateForm:
+        return self.settings.form
 
     def summary(self) -> PlanSummary:
         tasks = tuple((t.mode, len(t.index), t.facts.storage.name.lower()) for t in self.tasks)
@@ -118,26 +122,26 @@ def plan_group(index: int, group: dict[str, Any], state: Mapping[Tensor, dict[st
                reduce: bool = False) -> Plan:  # fmt: skip
     """Check group ``index`` and decide how it runs. ``state``: the optimizer's state (read,
     never written); ``reduce``: the step will reduce the gradients across ranks."""
-    return plan_tensors(index, group, *gather(group), state, reduce)
+    settings = Settings.from_group(group)
+    return plan_tensors(index, settings, *gather(group["params"], settings), state, reduce)
 
 
-def plan_tensors(index: int, group: dict[str, Any], owners: list[Tensor], positions: list[int],
+def plan_tensors(index: int, settings: Settings, owners: list[Tensor], positions: list[int],
                  grads: list[Tensor], state: Mapping[Tensor, dict[str, Any]],
                  reduce: bool = False) -> Plan:  # fmt: skip
     """``plan_group`` for given parameters (at ``positions`` in the group) and gradients."""
-    hp, form = Hyper.from_group(group), StateForm.parse(group["state_dtype"])
     sharded = any_dtensor(owners)
     params = [local(p) for p in owners] if sharded else owners
     if sharded and reduce:
         check_mesh(grads)
-    plan = Plan(index, group, hp, form, "none", owners, positions, params, grads, [],
+    plan = Plan(index, settings, settings.hp, "none", owners, positions, params, grads, [],
                 sharded=sharded)  # fmt: skip
     buckets = _examine_uniform(plan, state) or _examine(plan, positions, state)
     _check_step_values(plan, list(buckets))
     if buckets:
-        plan.impl, plan.passed_over = choose(index, group, hp, list(buckets))
+        plan.impl, plan.passed_over = choose(index, settings, list(buckets))
         plan.tasks = [Task(_mode(plan.impl, f), f, tuple(ix)) for f, ix in buckets.items()]
-        if group["impl"] == "auto":
+        if settings.impl == "auto":
             _stand_in_while_loading(plan)
         if all(t.mode == "sparse" for t in plan.tasks):
             plan.impl = "sparse-lazy"
@@ -157,12 +161,13 @@ def _stand_in_while_loading(plan: Plan) -> None:
         plan.tasks = [Task(_mode(stand_in.impl, t.facts), t.facts, t.index) for t in plan.tasks]
 
 
-def gather(group: dict[str, Any]) -> tuple[list[Tensor], list[int], list[Tensor]]:
+def gather(params: list[Tensor],
+           settings: Settings) -> tuple[list[Tensor], list[int], list[Tensor]]:  # fmt: skip
     """The parameters with a gradient, their positions in the group, and their gradients
     (the sparse edge: dense ones in ``sparse_mode="dense"``)."""
     owners, positions, grads = [], [], []
-    dense = group["sparse_mode"] == "dense"
-    for position, p in enumerate(group["params"]):
+    dense = settings.sparse_mode == "dense"
+    for position, p in enumerate(params):
         g = p.grad
         if g is not None:
             if dense and g.is_sparse:
@@ -300,7 +305,7 @@ def _facts(kind: tuple[Any, ...], plan: Plan, position: int) -> Facts:
     """The ``Facts`` of the tensors whose ``inspect`` returned ``kind`` (a plain tuple there:
     cheaper for thousands of tensors)."""
     device, dtype, storage, stored, in_form, contiguous, dense, sparse, grad_dtype, step = kind
-    rounded = plan.group["stochastic_rounding"] and dtype == torch.bfloat16
+    rounded = plan.settings.stochastic_rounding and dtype == torch.bfloat16
     facts = Facts(device, dtype, storage, stored, in_form, contiguous, dense, rounded, sparse,
                   grad_dtype, step)  # fmt: skip
     if sparse and (storage is not Storage.FLOAT or rounded or not in_form):
@@ -461,19 +466,18 @@ def _check_codes(name: str, codes: Any, scale: Any, p: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------- the choice
-def choose(index: int, group: dict[str, Any], hp: Hyper,
-           kinds: list[Facts]) -> tuple[str, dict[str, str]]:  # fmt: skip
+def choose(index: int, settings: Settings, kinds: list[Facts]) -> tuple[str, dict[str, str]]:
     """The back end for a group whose tensors have these ``Facts``, and (``auto``) why
     each one tried before it was passed over."""
     dense = [f for f in kinds if not f.sparse]
-    impl = group["impl"]
+    impl, hp = settings.impl, settings.hp
     if impl != "auto":
         reason = refusal(impl, dense, hp)
         if reason is not None:
             raise RuntimeError(f"group {index}: {reason}")
         return impl, {}
     passed, runnable = {}, []
-    for name in candidates(group, hp, dense):
+    for name in candidates(settings, dense):
         reason = refusal(name, dense, hp)
         if reason is not None:
             passed[name] = reason
@@ -484,13 +488,13 @@ def choose(index: int, group: dict[str, Any], hp: Hyper,
     return runnable[0], passed
 
 
-def candidates(group: dict[str, Any], hp: Hyper, kinds: list[Facts]) -> list[str]:
+def candidates(settings: Settings, kinds: list[Facts]) -> list[str]:
     """``auto``'s back ends, fastest first: the fused kernels for their devices, torch's
     foreach path on CUDA (as torch's default), the single-tensor path last (it takes
     everything). ``foreach=True/False`` and ``differentiable`` pin torch's paths."""
-    if hp.differentiable or group["foreach"] is False:
+    if settings.hp.differentiable or settings.foreach is False:
         return ["single"]
-    if group["foreach"]:
+    if settings.foreach:
         return ["foreach"]
     devices = {f.device.type for f in kinds}
     names = ["triton"] if "cuda" in devices and triton_device() == "cuda" else []

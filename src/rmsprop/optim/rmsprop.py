@@ -20,13 +20,15 @@ from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiabl
 from .._dtensor import is_dtensor
 from .._validation import check_choice, unknown_arguments
 from ..algorithm import ALGORITHM
+from ..backends.base import Hyper
 from ..lowbit.forms import StateForm
 from ..lowbit.state import conform
 from ..presets import get_preset
 from .clipping import any_nonfinite, clip_gradients, needs_reduction
 from .executor import execute
 from .export import torch_state_dict
-from .planner import STEP_DTYPES, Plan, PlanSummary, plan_group
+from .planner import STEP_DTYPES, Plan, PlanSummary, gather, plan_tensors
+from .settings import Settings
 from .validation import GROUP_KEYS, RUNTIME_KEYS, check_group, check_nonfinite, check_params
 
 
@@ -292,7 +294,7 @@ class RMSprop(Optimizer):
         if step is not None and not (torch.is_tensor(step) and step.dtype in STEP_DTYPES):
             device = step.device if torch.is_tensor(step) else None  # torch's: a float tensor
             state["step"] = torch.tensor(float(step), dtype=_get_scalar_dtype(), device=device)
-        conform(state, p, form, group, self.rounding_seed, salt)
+        conform(state, p, form, Hyper.from_group(group), self.rounding_seed, salt)
 
     def _first_salts(self) -> list[int]:
         """Each group's first random-stream position: a parameter's stochastic-rounding
@@ -315,14 +317,19 @@ class RMSprop(Optimizer):
         if not self._gradients_pass(plans):  # nonfinite="skip"/"raise", on the raw gradients
             return loss
         for plan, first_salt in zip(plans, self._first_salts()):
-            grads = clip_gradients(plan.grads, plan.group)  # (2)
+            grads = clip_gradients(plan.grads, plan.settings)  # (2)
             execute(plan, grads, self.state, self.rounding_seed, first_salt)  # (1), (3)-(10)
             self.last_impl[plan.index], self.last_plan[plan.index] = plan.impl, plan.summary()
         return loss
 
     def _plan(self) -> list[Plan]:
-        return [plan_group(i, group, self.state, needs_reduction(group, self.nonfinite))
-                for i, group in enumerate(self.param_groups)]  # fmt: skip
+        plans = []
+        for i, group in enumerate(self.param_groups):
+            settings = Settings.from_group(group)
+            owners, positions, grads = gather(group["params"], settings)
+            reduce = needs_reduction(settings, self.nonfinite)
+            plans.append(plan_tensors(i, settings, owners, positions, grads, self.state, reduce))
+        return plans
 
     def _gradients_pass(self, plans: list[Plan]) -> bool:
         """Under ``nonfinite="skip"``/``"raise"``: are all gradients finite, on every rank?
