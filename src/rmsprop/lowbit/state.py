@@ -22,8 +22,13 @@ parameter does. That is what makes FSDP2 (DTensor) parameters work: each rank ke
 compact state of its shard as DTensors with the parameter's placements (the scales as
 the same row shards), so ``torch.distributed.checkpoint`` saves and reshards them, and
 the random stream is indexed by the global element, so a sharded run gives the bits of
-a one-process run. A DTensor parameter whose rows are not whole blocks (its blocks would
-straddle ranks) keeps fp32 state under ``"int8"``.
+a one-process run. The same holds on two-dimensional meshes (HSDP's (replicate, shard),
+FSDP x TP): a shard that is one range of rows (``Replicate``, ``Shard(0)``, and the
+``_StridedShard(0)`` that ``fully_shard`` puts before ColwiseParallel's ``Shard(0)``:
+``forms.row_shards``) keeps compact state. A shard that is a block of columns
+(RowwiseParallel's ``Shard(1)``) keeps fp32 state under bf16 and ``"int8"``: its
+elements are not one range of the stream. Under ``"int8"`` a parameter whose rows are not
+whole blocks (its blocks would straddle ranks) keeps fp32 state too.
 """
 
 from __future__ import annotations
