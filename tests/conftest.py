@@ -13,8 +13,15 @@ once), in a few minutes.
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: the tests run one process there
+    fcntl = None
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -44,6 +51,44 @@ QUICK_LEAVES_OUT = (
     "tests/backends/test_warm_up.py::test_with_no_writable_cache",
     "tests/backends/test_numba.py::test_compiled_once_then_loaded",
 )
+
+
+@pytest.fixture(autouse=True)
+def _alone_or_beside_others(request: pytest.FixtureRequest):
+    """Under ``-n`` (pytest-xdist), a test marked ``alone`` runs while no other test runs
+    (it times something, or waits for a compile that runs at the lowest CPU priority and
+    so only on an idle core); the others run side by side. Two file locks shared by the
+    workers: ``running`` (shared by the tests that run side by side, exclusive for one
+    alone) and ``gate`` (held by the test that waits to run alone, so no new test starts
+    meanwhile)."""
+    uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if uid is None or fcntl is None:  # one process runs every test: nothing to share
+        yield
+        return
+    folder = Path(tempfile.gettempdir()) / f"rmsprop-tests-{uid}"
+    folder.mkdir(exist_ok=True)
+    alone = request.node.get_closest_marker("alone") is not None
+    with open(folder / "gate", "a") as gate, open(folder / "running", "a") as running:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(running, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(running, fcntl.LOCK_UN)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+
+
+#: the most test workers ``-n auto`` starts: each imports torch, JAX, TensorFlow and Keras
+#: (about 1.5 GB), and the tests that start processes of their own want cores left for them
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per core, at most ``MAX_WORKERS``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(MAX_WORKERS, cores or 1))
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by marker

@@ -49,6 +49,7 @@ def _run(impl: str, limit: int, cache: str, background: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # the compile runs at the lowest priority: on a core no test keeps busy
 def test_first_steps_do_not_wait_for_the_compile_and_give_the_fused_bits(tmp_path):
     """An empty kernel cache: the first step is within 1 s of torch's first step (it runs
     the single-tensor path while another process compiles the kernel), later steps run

@@ -93,7 +93,9 @@ def test_equals_the_class_for_every_switch(switches, impl):
             p.grad = g.clone()
         opt.step()
         ran = functional_rmsprop(params, grads, *state, lr=0.02, impl=impl, **hp)
-        assert ran == opt.last_impl[0]
+        # auto: the kernel may finish compiling between the two calls; the stand-in that
+        # runs until then gives the kernel's bits
+        assert ran == opt.last_impl[0] or impl == "auto"
     for p, q in zip(ours, params):
         assert torch.equal(p.detach(), q)
     for q, (v, m, b, s) in zip(ours, zip(*state)):
