@@ -152,6 +152,13 @@ COMPACT_CASES = {
     "bf16_momentum_centered": {"state_dtype": torch.bfloat16, "momentum": 0.9, "centered": True},
     "int8_momentum_centered": {"state_dtype": "int8", "momentum": 0.9, "centered": True},
     "int8_tf1": {"preset": "tf1", "state_dtype": "int8", "momentum": 0.9},
+    # pure-bf16 training: bf16 parameters written back with stochastic rounding, each
+    # element on its own place of the stream (RowwiseParallel's columns too)
+    "bf16_params_rounded": {
+        "stochastic_rounding": True,
+        "momentum": 0.9,
+        "param_dtype": torch.bfloat16,
+    },
 }
 
 
@@ -397,14 +404,16 @@ def mesh2d_compact_worker(rank: int, world: int, tmp: str, layout: str) -> None:
     data = _data(_batch_rank(mesh, layout), 5, width=256)
     out = {}
     for name, case in COMPACT_CASES.items():
-        model = _model_2d(mesh, layout, _compact_model())
+        case = dict(case)
+        dtype = case.pop("param_dtype", torch.float32)
+        model = _model_2d(mesh, layout, _compact_model().to(dtype))
         params = list(model.parameters())
         reference = [_full(p).detach().clone().requires_grad_() for p in params]
         opt = _make(params, {**case, "impl": "numba"})
         ref_opt = _make(_reference_groups(model, reference, case), {**case, "impl": "numba"})
         for x, y in data:
             opt.zero_grad()
-            torch.nn.functional.mse_loss(model(x), y).backward()
+            torch.nn.functional.mse_loss(model(x.to(dtype)), y.to(dtype)).backward()
             for p, r in zip(params, reference):
                 r.grad = _full(p.grad).clone()
             opt.step()

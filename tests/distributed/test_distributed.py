@@ -154,7 +154,9 @@ def test_2d_mesh_compact_state_equals_one_process(tmp_path, layout, compile_in_p
     at its global offset). Under FSDP x TP, ColwiseParallel's weight (_StridedShard(0) and
     Shard(0): whole rows) keeps 8-bit state (it fell back to float32 before) and
     RowwiseParallel's (Shard(1): columns) keeps float32 (bf16 there drew on overlapping
-    parts of the stream before)."""
+    parts of the stream before). bf16 parameters written back with stochastic rounding
+    equal one process too: a column block's elements each draw their own global place of
+    the stream (they drew overlapping ranges before, rank after rank)."""
     _spawn_world(dist_workers.mesh2d_compact_worker, tmp_path, 4, layout)
     results = json.loads((tmp_path / f"mesh2d_compact_{layout}.json").read_text())
     for rank, out in enumerate(results):

@@ -109,6 +109,9 @@ class Facts(NamedTuple):
     sparse: bool = False  # a sparse gradient, updated row by row (``backends.sparse``)
     grad_dtype: torch.dtype | None = None  # the gradient's, when not the parameter's
     step_dtype: torch.dtype = torch.float32  # the step counter's (float32, or float64)
+    #: the shard is one range of the global element order (``forms.row_shards``), so its
+    #: part of a random stream is one range too (the fused kernels take one start per tensor)
+    stream_range: bool = True
 
 
 class StandIn(NamedTuple):

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..lowbit.codecs import stochastic_round_to_bf16, stream_seed
 from ..lowbit.forms import Storage
-from ..lowbit.state import decode, encode, first_element
+from ..lowbit.state import decode, encode, stream_index
 from .base import Batch, Hyper, to_scalar_lr
 from .single import update_variance_
 
@@ -55,7 +55,7 @@ def step(run: Callable[[Batch, Any, Hyper], None], batch: Batch, lr, hp: Hyper,
         step_, salt = int(state["step"]), batch.salts[i]
         if batch.round_param:  # (10) θ stored with stochastic rounding: small updates survive
             seed = stream_seed(batch.seed, salt, "param")
-            param.copy_(stochastic_round_to_bf16(param_work, step_, seed, first_element(owner)))
+            param.copy_(stochastic_round_to_bf16(param_work, step_, seed, stream_index(owner)))
         elif param_work is not param:
             param.copy_(param_work)
         encode(state, work, owner, batch.form, step_, batch.seed, salt)

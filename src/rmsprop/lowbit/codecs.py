@@ -235,13 +235,17 @@ def code_noise(hashes: Tensor, name: str) -> Tensor:
     return ((hashes.long() >> first) & mask) << lift
 
 
-def stochastic_round_to_bf16(x: Tensor, step: int, seed: int, first: int = 0) -> Tensor:
+def stochastic_round_to_bf16(x: Tensor, step: int, seed: int, first: int | Tensor = 0) -> Tensor:
     """Round fp32 ``x`` to bf16 up or down with probability given by the distance (the
     expected value is ``x``): add 16 random low bits, truncate. NaN/Inf pass unchanged.
-    ``first``: the stream index of ``x``'s first element (a shard's global offset)."""
+    ``first``: the stream index of ``x``'s first element (a shard's global offset), or a
+    tensor of each element's index (a shard that is not one range of the global order)."""
     x32 = x.float().contiguous()
     bits = x32.view(torch.int32).long() & MASK32
-    index = torch.arange(first, first + x32.numel(), device=x.device).view(x32.shape)
+    if isinstance(first, Tensor):
+        index = first.to(device=x.device, dtype=torch.int64).reshape(x32.shape)
+    else:
+        index = torch.arange(first, first + x32.numel(), device=x.device).view(x32.shape)
     noise = hash32(index, step, seed) & 0xFFFF
     rounded = ((bits + noise) & 0xFFFF0000) & MASK32
     as_int32 = torch.where(rounded >= 2**31, rounded - 2**32, rounded).to(torch.int32)

@@ -48,7 +48,7 @@ from .codecs import (
     stochastic_round_to_bf16,
     stream_seed,
 )
-from .forms import MIN_INT8_NUMEL, StateForm, Storage, int8_applies, scale_shape
+from .forms import MIN_INT8_NUMEL, StateForm, Storage, int8_applies, row_shards, scale_shape
 
 BUFFERS = ("square_avg", "grad_avg", "momentum_buffer")  # torch's names
 VARIANCE = "grad_var"  # S = v − ḡ²/c: centered compact state keeps it in place of square_avg
@@ -73,7 +73,7 @@ class Switches(Protocol):
 __all__ = [
     "ALL_BUFFERS", "BUFFERS", "COMPACT", "MIN_INT8_NUMEL", "SIGNED", "SLOT", "VARIANCE",
     "Switches", "buffer_names", "conform", "decode", "encode", "first_element", "has",
-    "in_form", "init_state", "int8_applies", "scale_shape", "state_bytes",
+    "in_form", "init_state", "int8_applies", "scale_shape", "state_bytes", "stream_index",
 ]  # fmt: skip
 
 
@@ -97,6 +97,26 @@ def first_element(param: Tensor) -> int:
     )
     stride = torch.empty(param.shape, device="meta").stride()
     return sum(o * st for o, st in zip(offset, stride))
+
+
+def stream_index(param: Tensor) -> int | Tensor:
+    """Where this rank's elements of ``param`` are in its random streams: the first one's
+    global index when they are one range (an ordinary tensor, row shards:
+    ``forms.row_shards``), else each element's global (row-major) index, a tensor of the
+    local shard's shape (a block of columns: RowwiseParallel's ``Shard(1)``)."""
+    if row_shards(param):
+        return first_element(param)
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    shape, offset = compute_local_shape_and_global_offset(
+        param.shape, param.device_mesh, param.placements
+    )
+    stride = torch.empty(param.shape, device="meta").stride()
+    index = torch.zeros((), dtype=torch.int64)
+    for d, (size, start) in enumerate(zip(shape, offset)):
+        along = (torch.arange(size, dtype=torch.int64) + start) * stride[d]
+        index = index.unsqueeze(-1) + along  # broadcast: dimension d last so far
+    return index.reshape(shape)
 
 
 def _like(param: Tensor, value: Tensor, shape: tuple[int, ...] | None = None) -> Tensor:

@@ -32,7 +32,7 @@ from .._dtensor import any_dtensor, local
 from ..backends import load, triton_device, unavailable_reason
 from ..backends.base import Facts, Hyper
 from ..lowbit.codecs import num_blocks
-from ..lowbit.forms import MIN_INT8_NUMEL, StateForm, Storage
+from ..lowbit.forms import MIN_INT8_NUMEL, StateForm, Storage, row_shards
 from ..lowbit.state import ALL_BUFFERS, new_step_dtype
 from .clipping import check_mesh
 from .settings import Settings
@@ -199,6 +199,8 @@ def _examine(plan: Plan, positions: list[int],
                                      names[storage])  # fmt: skip
         except Problem as problem:
             raise RuntimeError(f"group {plan.index}, parameter {positions[k]}: {problem}") from None
+        if plan.sharded:  # is the shard one range of the random stream (bf16 params' rounding)?
+            kind = (*kind, row_shards(owner))
         if kind != last:  # most tensors share the kind of the one before: no hashing
             index = kinds.setdefault(kind, [])
             last = kind
@@ -304,10 +306,10 @@ def _same_device(tensors: list[Tensor], device: torch.device) -> bool:
 def _facts(kind: tuple[Any, ...], plan: Plan, position: int) -> Facts:
     """The ``Facts`` of the tensors whose ``inspect`` returned ``kind`` (a plain tuple there:
     cheaper for thousands of tensors)."""
-    device, dtype, storage, stored, in_form, contiguous, dense, sparse, grad_dtype, step = kind
+    device, dtype, storage, stored, in_form, contiguous, dense, sparse, grad_dtype, step = kind[:10]
     rounded = plan.settings.stochastic_rounding and dtype == torch.bfloat16
     facts = Facts(device, dtype, storage, stored, in_form, contiguous, dense, rounded, sparse,
-                  grad_dtype, step)  # fmt: skip
+                  grad_dtype, step, kind[10] if len(kind) > 10 else True)  # fmt: skip
     if sparse and (storage is not Storage.FLOAT or rounded or not in_form):
         raise RuntimeError(
             f"group {plan.index}, parameter {position}: sparse gradients with "
