@@ -152,6 +152,10 @@ COMPACT_CASES = {
     "bf16_momentum_centered": {"state_dtype": torch.bfloat16, "momentum": 0.9, "centered": True},
     "int8_momentum_centered": {"state_dtype": "int8", "momentum": 0.9, "centered": True},
     "int8_tf1": {"preset": "tf1", "state_dtype": "int8", "momentum": 0.9},
+}
+#: the 2-D mesh runs these too
+MESH_COMPACT_CASES = {
+    **COMPACT_CASES,
     # pure-bf16 training: bf16 parameters written back with stochastic rounding, each
     # element on its own place of the stream (RowwiseParallel's columns too)
     "bf16_params_rounded": {
@@ -403,7 +407,7 @@ def mesh2d_compact_worker(rank: int, world: int, tmp: str, layout: str) -> None:
     mesh = _mesh_2d(layout)
     data = _data(_batch_rank(mesh, layout), 5, width=256)
     out = {}
-    for name, case in COMPACT_CASES.items():
+    for name, case in MESH_COMPACT_CASES.items():
         case = dict(case)
         dtype = case.pop("param_dtype", torch.float32)
         model = _model_2d(mesh, layout, _compact_model().to(dtype))

@@ -101,6 +101,7 @@ def _fresh_run(tmp_path, impl: str, steps: int) -> list[float]:
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # waits for a compile that runs at the lowest priority: an idle core
 def test_a_child_forked_after_the_parent_ran_fused_steps_on_the_single_path(tmp_path):
     """The parent imported numba and ran its kernel (its thread pool is up): the child
     finishes every step on the single-tensor path, with impl='single''s result, and says
@@ -112,6 +113,7 @@ def test_a_child_forked_after_the_parent_ran_fused_steps_on_the_single_path(tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # waits for a compile that runs at the lowest priority: an idle core
 @pytest.mark.parametrize("when", ["before", "during", "spawn"])
 def test_a_child_forked_before_numba_was_loaded_or_spawned_takes_the_fused_bits(tmp_path, when):
     """Forked before the parent touched numba, while the parent's kernel compiles in the

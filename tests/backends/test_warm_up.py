@@ -49,7 +49,7 @@ def _run(impl: str, limit: int, cache: str, background: str) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.alone  # the compile runs at the lowest priority: on a core no test keeps busy
+@pytest.mark.alone  # waits for a compile that runs at the lowest priority: an idle core
 def test_first_steps_do_not_wait_for_the_compile_and_give_the_fused_bits(tmp_path):
     """An empty kernel cache: the first step is within 1 s of torch's first step (it runs
     the single-tensor path while another process compiles the kernel), later steps run
@@ -88,6 +88,7 @@ GROUPS = textwrap.dedent("""
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # waits for a compile that runs at the lowest priority: an idle core
 def test_one_background_process_compiles_every_kernel_a_program_needs(tmp_path):
     """Three parameter groups with three switch combinations on an empty cache: one
     compile process (not one per kernel), every group ends on its fused kernel, and the
@@ -185,6 +186,7 @@ def test_a_short_programs_kernel_is_compiled_after_it_exits_then_the_process_exi
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # waits for a compile that runs at the lowest priority: an idle core
 def test_six_programs_on_one_empty_cache_share_one_compile_process(tmp_path):
     """Six programs started together on an empty cache (two kernels each): at most one
     compile process alive at any time (counted by environment), each kernel compiled
@@ -236,6 +238,7 @@ def _isolated_install(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # waits for a compile that runs at the lowest priority: an idle core
 def test_a_read_only_package_folder_reaches_the_fused_kernel(tmp_path):
     """No NUMBA_CACHE_DIR and a package folder that cannot be written (a root-owned
     site-packages, a read-only image): numba caches under HOME, the readiness marker is

@@ -160,7 +160,7 @@ def test_2d_mesh_compact_state_equals_one_process(tmp_path, layout, compile_in_p
     _spawn_world(dist_workers.mesh2d_compact_worker, tmp_path, 4, layout)
     results = json.loads((tmp_path / f"mesh2d_compact_{layout}.json").read_text())
     for rank, out in enumerate(results):
-        for case in dist_workers.COMPACT_CASES:
+        for case in dist_workers.MESH_COMPACT_CASES:
             r = out[case]
             assert (r["params_exact"], r["state_exact"], r["impl"]) == (True, True, "numba"), (
                 layout, rank, case, r)  # fmt: skip
