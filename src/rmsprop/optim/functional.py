@@ -43,17 +43,13 @@ from .clipping import clip_gradients
 from .executor import execute
 from .planner import plan_tensors
 from .settings import Settings
-from .validation import check_group
+from .validation import GROUP_KEYS, check_group
 
-#: what the functional step takes besides the core hyperparameters: the class's switches,
-#: less those about state it owns (``state_dtype``, ``nonfinite``, ``stochastic_rounding``)
-SWITCHES = (
-    "maximize", "differentiable", "capturable", "eps_in_sqrt", "initial_accumulator_value",
-    "nesterov", "lr_in_momentum", "decoupled_weight_decay", "bias_correction", "ema_form",
-    "centered_clamp", "clipvalue", "clipnorm", "global_clipnorm", "sparse_mode",
-)  # fmt: skip
 _CORE = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "impl", "foreach")
 _OWNED_BY_THE_CLASS = ("state_dtype", "nonfinite", "stochastic_rounding")
+#: what the functional step takes besides the core hyperparameters: a parameter group's
+#: switches, less those about state the class owns (``_OWNED_BY_THE_CLASS``)
+SWITCHES = tuple(k for k in GROUP_KEYS if k not in (*_CORE, *_OWNED_BY_THE_CLASS))
 
 
 def rmsprop(
