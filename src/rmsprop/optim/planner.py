@@ -186,6 +186,7 @@ def _examine(plan: Plan, positions: list[int],
     names = {storage: plan.hp.buffers(storage) for storage in Storage}
     kinds: dict[tuple[Any, ...], list[int]] = {}
     last, index, states, fresh = None, [], plan.states, plan.fresh
+    rounds = plan.sharded and plan.settings.stochastic_rounding
     for k, (owner, p, g) in enumerate(zip(plan.owners, plan.params, plan.grads)):
         st = state.get(owner)
         states.append(st)
@@ -199,7 +200,7 @@ def _examine(plan: Plan, positions: list[int],
                                      names[storage])  # fmt: skip
         except Problem as problem:
             raise RuntimeError(f"group {plan.index}, parameter {positions[k]}: {problem}") from None
-        if plan.sharded:  # is the shard one range of the random stream (bf16 params' rounding)?
+        if rounds and p.dtype == torch.bfloat16:  # a rounded bf16 shard: one range of its stream?
             kind = (*kind, row_shards(owner))
         if kind != last:  # most tensors share the kind of the one before: no hashing
             index = kinds.setdefault(kind, [])
