@@ -33,17 +33,17 @@ from pathlib import Path
 
 KERNELS = Path(__file__).resolve().parents[1] / "src" / "rmsprop" / "backends" / "numba_kernels.py"
 
-SHIPPED_LOOP = """            for i in range(chunk_start[c], chunk_stop[c]):
-                mi = _bf16_decode(m[i]) if centered else s[EPS]
-                bi = _bf16_decode(b[i]) if momentum_mode else s[EPS]
-                pi, vi, mi, bi = _update(flags, _load(g, i, bf16), _load(p, i, bf16),
-                                         _bf16_decode(v[i]), mi, bi, s, lerp_low, correction)  # fmt: skip
-                _store(p, i, pi, bf16, i, p_offset)
-                v[i] = _bf16_encode(vi, i, v_offset)
-                if centered:
-                    m[i] = _bf16_encode(mi, i, m_offset)
-                if momentum_mode:
-                    b[i] = _bf16_encode(bi, i, b_offset)
+SHIPPED_LOOP = """        for i in range(start, stop):
+            mi = _bf16_decode(m[i]) if centered else s[EPS]
+            bi = _bf16_decode(b[i]) if momentum_mode else s[EPS]
+            pi, vi, mi, bi = _update(flags, _load(g, i, bf16), _load(p, i, bf16),
+                                     _bf16_decode(v[i]), mi, bi, s, lerp_low, correction)  # fmt: skip
+            _store(p, i, pi, bf16, i, p_offset)
+            v[i] = _bf16_encode(vi, i, v_offset)
+            if centered:
+                m[i] = _bf16_encode(mi, i, m_offset)
+            if momentum_mode:
+                b[i] = _bf16_encode(bi, i, b_offset)
 """
 SHIPPED_NOISE = "    noise = u32(_hash32(index, offset) & u32(0xFFFF))\n"
 WITH_NOISE = """
@@ -59,17 +59,17 @@ def _bf16_encode_noise(value, noise):
 
 @njit(inline="always")
 def _load(x, i, bf16):"""
-ONE_HASH_BODY = """                h = _hash32({index})
-                mi = _bf16_decode(m[i]) if centered else s[EPS]
-                bi = _bf16_decode(b[i]) if momentum_mode else s[EPS]
-                pi, vi, mi, bi = _update(flags, _load(g, i, bf16), _load(p, i, bf16),
-                                         _bf16_decode(v[i]), mi, bi, s, lerp_low, correction)
-                _store(p, i, pi, bf16, i, p_offset)
-                v[i] = _bf16_encode_noise(vi, np.uint32(h & np.uint32(0xFFFF)))
-                if centered:
-                    m[i] = _bf16_encode(mi, i, m_offset)
-                if momentum_mode:
-                    b[i] = _bf16_encode_noise(bi, np.uint32(h >> np.uint32(16)))
+ONE_HASH_BODY = """            h = _hash32({index})
+            mi = _bf16_decode(m[i]) if centered else s[EPS]
+            bi = _bf16_decode(b[i]) if momentum_mode else s[EPS]
+            pi, vi, mi, bi = _update(flags, _load(g, i, bf16), _load(p, i, bf16),
+                                     _bf16_decode(v[i]), mi, bi, s, lerp_low, correction)
+            _store(p, i, pi, bf16, i, p_offset)
+            v[i] = _bf16_encode_noise(vi, np.uint32(h & np.uint32(0xFFFF)))
+            if centered:
+                m[i] = _bf16_encode(mi, i, m_offset)
+            if momentum_mode:
+                b[i] = _bf16_encode_noise(bi, np.uint32(h >> np.uint32(16)))
 """
 
 
@@ -84,11 +84,11 @@ def variant_source(name: str) -> str:
         return source.replace(SHIPPED_NOISE, "    noise = u32(0x8000)\n")
     source = source.replace('\n@njit(inline="always")\ndef _load(x, i, bf16):', WITH_NOISE, 1)
     if name == "one-hash":
-        loop = "            for i in range(chunk_start[c], chunk_stop[c]):\n"
+        loop = "        for i in range(start, stop):\n"
         return source.replace(SHIPPED_LOOP, loop + ONE_HASH_BODY.format(index="i, v_offset"))
-    loop = ("            start = chunk_start[c]\n            vo = np.uint32(v_offset + start)\n"
-            "            for j in range(np.uint32(chunk_stop[c] - start)):\n"
-            "                i = start + j\n")  # fmt: skip
+    loop = ("        vo = np.uint32(v_offset + start)\n"
+            "        for j in range(np.uint32(stop - start)):\n"
+            "            i = start + j\n")  # fmt: skip
     return source.replace(SHIPPED_LOOP, loop + ONE_HASH_BODY.format(index="j, vo"))
 
 

@@ -30,6 +30,7 @@ Compiled once per switch combination and dtype, cached on disk (``cache=True``).
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ try:
     from llvmlite import ir
     from numba import njit, prange
     from numba.core import cgutils, types
+    from numba.core.caching import FunctionCache
     from numba.extending import intrinsic
 except ImportError as err:  # pragma: no cover - exercised where numba is missing
     raise ImportError(
@@ -409,11 +411,48 @@ def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, 
     return _f32_from_bits(top_v), _f32_from_bits(top_m), _f32_from_bits(top_b)
 
 
+class _VariantCache(FunctionCache):
+    """numba's disk cache for a kernel's closure, keyed by the kernel's variant (its
+    switches, state format, param format) instead of numba's key, a pickle of the
+    closure's cells: a cell that holds another compiled function pickles differently in
+    every process (numba gives each a fresh id), so that key never matched again and every
+    process compiled the kernel anew."""
+
+    def __init__(self, py_func, variant: tuple[Any, ...]):
+        super().__init__(py_func)
+        self._variant = hashlib.sha256(repr(variant).encode()).hexdigest()
+
+    def _index_key(self, sig, codegen):
+        code = hashlib.sha256(self._py_func.__code__.co_code).hexdigest()
+        return sig, codegen.magic_tuple(), (code, self._variant)
+
+
+def _jit(variant: tuple[Any, ...], parallel: bool = False):
+    """``njit`` for one function of a kernel variant, cached on disk by ``variant``.
+
+    The kernel is split in two: the parallel loop over chunks (``parallel=True``) calls a
+    function compiled on its own for the elements of one chunk. numba's parallel passes
+    copy and re-analyse everything inside a ``prange`` body, which made the 8-bit kernels
+    take about a minute each to compile (now 10-12 s; the float and bf16 ones 5-6 s ->
+    2-3 s); the call per chunk of ``CHUNK`` elements costs nothing measurable. The chunk's
+    function gets ``error_model="numpy"``, what numba gives a ``prange`` body (a division
+    by zero gives inf or NaN): with Python's error model each division tests for zero and
+    the loop no longer vectorises (measured 2.5x-6x slower)."""
+
+    def compile_lazily(py_func):
+        options = {"parallel": True} if parallel else {"error_model": "numpy"}
+        dispatcher = njit(**options)(py_func)
+        dispatcher._cache = _VariantCache(py_func, variant)  # what cache=True sets up
+        return dispatcher
+
+    return compile_lazily
+
+
 def _make_kernel(flags: tuple[int, ...], state_format: str = "float", bf16_params: bool = False):
     """A kernel specialised for one combination of switches, one state format and one
     param format.
 
-    The switches are compile-time constants of the closure (passed on to the inlined
+    The switches are compile-time constants of the closures (passed on to the inlined
     ``_update``), so untaken branches vanish and the element loop vectorises (LLVM does
     not reliably do that for runtime flags); numba's disk cache keys closures by their
     captured values, so each variant compiles once. Element indices are unsigned, which
@@ -429,108 +468,111 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float", bf16_param
     Every kernel takes ``(addresses, sizes, corrections, chunk_tensor, chunk_start,
     chunk_stop, s, scales, offsets)``: ``addresses[t]`` the data pointers of tensor ``t``
     (p, g, v, ḡ, b; 0 if absent), ``scales[t, k]`` those of buffer ``k``'s 8-bit block
-    scales, ``offsets[t, k]`` the random-stream offsets of (v, ḡ, b, param) at this step.
+    scales, ``offsets[t, k]`` the random-stream offsets of (v, ḡ, b, param) at this step;
+    it runs ``chunk(..., t, start, stop, ...)`` for every chunk in parallel.
     """
     centered, momentum_mode = flags[3] == 1, flags[7] != 0
     bf16 = bf16_params
+    variant = (flags, state_format, bf16_params)
 
-    if state_format == "float":
-
-        @njit(parallel=True, cache=True)
-        def run(addresses, sizes, corrections, chunk_tensor, chunk_start, chunk_stop, s, scales,
-                offsets):  # fmt: skip
-            lerp_low = s[ONE_MINUS_ALPHA] < 0.5
-            for c in prange(chunk_tensor.shape[0]):
-                t = chunk_tensor[c]
-                n = sizes[t]
-                p, g = _param_and_grad(addresses, t, n, np.uint16 if bf16 else s.dtype)
-                v = numba.carray(_as_pointer(addresses[t, 2]), n, s.dtype)
-                m = numba.carray(_as_pointer(addresses[t, 3] or addresses[t, 2]), n, s.dtype)
-                b = numba.carray(_as_pointer(addresses[t, 4] or addresses[t, 2]), n, s.dtype)
-                correction = (corrections[t, 0], corrections[t, 1], corrections[t, 2])
-                p_offset = offsets[t, 3]
-                for i in range(chunk_start[c], chunk_stop[c]):
-                    mi = m[i] if centered else s[EPS]
-                    bi = b[i] if momentum_mode else s[EPS]
-                    pi, vi, mi, bi = _update(flags, _load(g, i, bf16), _load(p, i, bf16), v[i], mi,
-                                             bi, s, lerp_low, correction)  # fmt: skip
-                    _store(p, i, pi, bf16, i, p_offset)
-                    v[i] = vi
-                    if centered:
-                        m[i] = mi
-                    if momentum_mode:
-                        b[i] = bi
-
-        return run
-
-    if state_format == "int8":
-
-        @njit(parallel=True, cache=True)
-        def run_int8(addresses, sizes, corrections, chunk_tensor, chunk_start, chunk_stop, s,
-                     scales, offsets):  # fmt: skip
-            """``addresses[t, 2:]`` point to uint8 codes. Each block of 256 is decoded,
-            updated and re-encoded (new scale = the block's largest finite magnitude)
-            while it is in cache."""
-            lerp_low = s[ONE_MINUS_ALPHA] < 0.5
-            for c in prange(chunk_tensor.shape[0]):
-                t = chunk_tensor[c]
-                n = np.uint64(sizes[t])  # unsigned throughout: int64/uint64 mixes become float64
-                blocks = (n + np.uint64(255)) // np.uint64(256)
-                p, g = _param_and_grad(addresses, t, n, np.uint16 if bf16 else s.dtype)
-                vq = numba.carray(_as_pointer(addresses[t, 2]), n, np.uint8)
-                mq = numba.carray(_as_pointer(addresses[t, 3] or addresses[t, 2]), n, np.uint8)
-                bq = numba.carray(_as_pointer(addresses[t, 4] or addresses[t, 2]), n, np.uint8)
-                vs = numba.carray(_as_pointer(scales[t, 0]), blocks, np.float32)
-                ms = numba.carray(_as_pointer(scales[t, 1] or scales[t, 0]), blocks, np.float32)
-                bs = numba.carray(_as_pointer(scales[t, 2] or scales[t, 0]), blocks, np.float32)
-                new = np.empty((3, 256), np.float32)
-                hashes = np.empty(256, np.uint32)
-                correction = (corrections[t, 0], corrections[t, 1], corrections[t, 2])
-                start = chunk_start[c]
-                while start < chunk_stop[c]:
-                    blk = start // np.uint64(256)
-                    scale = (vs[blk], ms[blk], bs[blk])
-                    if start + np.uint64(256) <= n:  # a whole block: a constant trip count
-                        top = _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start,
-                                          np.uint64(256), scale, new, offsets[t], hashes, bf16)  # fmt: skip
-                    else:
-                        top = _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start,
-                                          n - start, scale, new, offsets[t], hashes, bf16)  # fmt: skip
-                    vs[blk] = top[0]
-                    if centered:
-                        ms[blk] = top[1]
-                    if momentum_mode:
-                        bs[blk] = top[2]
-                    start += np.uint64(256)
-
-        return run_int8
-
-    @njit(parallel=True, cache=True)
-    def run_bf16(addresses, sizes, corrections, chunk_tensor, chunk_start, chunk_stop, s, scales,
-                 offsets):  # fmt: skip
+    @_jit(variant)
+    def float_chunk(addresses, sizes, corrections, t, start, stop, s, scales, offsets):
+        """Elements ``start:stop`` of tensor ``t``, state in the param's dtype."""
         lerp_low = s[ONE_MINUS_ALPHA] < 0.5
-        for c in prange(chunk_tensor.shape[0]):
-            t = chunk_tensor[c]
-            n = sizes[t]
-            p, g = _param_and_grad(addresses, t, n, np.uint16 if bf16 else s.dtype)
-            v = numba.carray(_as_pointer(addresses[t, 2]), n, np.uint16)
-            m = numba.carray(_as_pointer(addresses[t, 3] or addresses[t, 2]), n, np.uint16)
-            b = numba.carray(_as_pointer(addresses[t, 4] or addresses[t, 2]), n, np.uint16)
-            correction = (corrections[t, 0], corrections[t, 1], corrections[t, 2])
-            v_offset, m_offset, b_offset, p_offset = offsets[t]
-            for i in range(chunk_start[c], chunk_stop[c]):
-                mi = _bf16_decode(m[i]) if centered else s[EPS]
-                bi = _bf16_decode(b[i]) if momentum_mode else s[EPS]
-                pi, vi, mi, bi = _update(flags, _load(g, i, bf16), _load(p, i, bf16),
-                                         _bf16_decode(v[i]), mi, bi, s, lerp_low, correction)  # fmt: skip
-                _store(p, i, pi, bf16, i, p_offset)
-                v[i] = _bf16_encode(vi, i, v_offset)
-                if centered:
-                    m[i] = _bf16_encode(mi, i, m_offset)
-                if momentum_mode:
-                    b[i] = _bf16_encode(bi, i, b_offset)
+        n = sizes[t]
+        p, g = _param_and_grad(addresses, t, n, np.uint16 if bf16 else s.dtype)
+        v = numba.carray(_as_pointer(addresses[t, 2]), n, s.dtype)
+        m = numba.carray(_as_pointer(addresses[t, 3] or addresses[t, 2]), n, s.dtype)
+        b = numba.carray(_as_pointer(addresses[t, 4] or addresses[t, 2]), n, s.dtype)
+        correction = (corrections[t, 0], corrections[t, 1], corrections[t, 2])
+        p_offset = offsets[t, 3]
+        for i in range(start, stop):
+            mi = m[i] if centered else s[EPS]
+            bi = b[i] if momentum_mode else s[EPS]
+            pi, vi, mi, bi = _update(flags, _load(g, i, bf16), _load(p, i, bf16), v[i], mi, bi, s,
+                                     lerp_low, correction)  # fmt: skip
+            _store(p, i, pi, bf16, i, p_offset)
+            v[i] = vi
+            if centered:
+                m[i] = mi
+            if momentum_mode:
+                b[i] = bi
 
-    return run_bf16
+    @_jit(variant)
+    def bf16_chunk(addresses, sizes, corrections, t, start, stop, s, scales, offsets):
+        """Elements ``start:stop`` of tensor ``t``, state as bf16 bits."""
+        lerp_low = s[ONE_MINUS_ALPHA] < 0.5
+        n = sizes[t]
+        p, g = _param_and_grad(addresses, t, n, np.uint16 if bf16 else s.dtype)
+        v = numba.carray(_as_pointer(addresses[t, 2]), n, np.uint16)
+        m = numba.carray(_as_pointer(addresses[t, 3] or addresses[t, 2]), n, np.uint16)
+        b = numba.carray(_as_pointer(addresses[t, 4] or addresses[t, 2]), n, np.uint16)
+        correction = (corrections[t, 0], corrections[t, 1], corrections[t, 2])
+        v_offset, m_offset, b_offset, p_offset = offsets[t]
+        for i in range(start, stop):
+            mi = _bf16_decode(m[i]) if centered else s[EPS]
+            bi = _bf16_decode(b[i]) if momentum_mode else s[EPS]
+            pi, vi, mi, bi = _update(flags, _load(g, i, bf16), _load(p, i, bf16),
+                                     _bf16_decode(v[i]), mi, bi, s, lerp_low, correction)  # fmt: skip
+            _store(p, i, pi, bf16, i, p_offset)
+            v[i] = _bf16_encode(vi, i, v_offset)
+            if centered:
+                m[i] = _bf16_encode(mi, i, m_offset)
+            if momentum_mode:
+                b[i] = _bf16_encode(bi, i, b_offset)
+
+    @_jit(variant)
+    def int8_block(s, lerp_low, correction, p, g, vq, mq, bq, start, count, scale, new, offsets,
+                   hashes):  # fmt: skip
+        """``_int8_block`` with this kernel's switches, compiled once and called at the two
+        sites of ``int8_chunk`` (inlining it at both doubled the compile time)."""
+        return _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, scale,
+                           new, offsets, hashes, bf16)  # fmt: skip
+
+    @_jit(variant)
+    def int8_chunk(addresses, sizes, corrections, t, start, stop, s, scales, offsets):
+        """Elements ``start:stop`` of tensor ``t`` (whole blocks but the tensor's last):
+        ``addresses[t, 2:]`` point to uint8 codes. Each block of 256 is decoded, updated
+        and re-encoded (new scale = the block's largest finite magnitude) while in cache."""
+        lerp_low = s[ONE_MINUS_ALPHA] < 0.5
+        n = np.uint64(sizes[t])  # unsigned throughout: int64/uint64 mixes become float64
+        blocks = (n + np.uint64(255)) // np.uint64(256)
+        p, g = _param_and_grad(addresses, t, n, np.uint16 if bf16 else s.dtype)
+        vq = numba.carray(_as_pointer(addresses[t, 2]), n, np.uint8)
+        mq = numba.carray(_as_pointer(addresses[t, 3] or addresses[t, 2]), n, np.uint8)
+        bq = numba.carray(_as_pointer(addresses[t, 4] or addresses[t, 2]), n, np.uint8)
+        vs = numba.carray(_as_pointer(scales[t, 0]), blocks, np.float32)
+        ms = numba.carray(_as_pointer(scales[t, 1] or scales[t, 0]), blocks, np.float32)
+        bs = numba.carray(_as_pointer(scales[t, 2] or scales[t, 0]), blocks, np.float32)
+        new = np.empty((3, 256), np.float32)
+        hashes = np.empty(256, np.uint32)
+        correction = (corrections[t, 0], corrections[t, 1], corrections[t, 2])
+        while start < stop:
+            blk = start // np.uint64(256)
+            scale = (vs[blk], ms[blk], bs[blk])
+            if start + np.uint64(256) <= n:  # a whole block: a constant trip count
+                top = int8_block(s, lerp_low, correction, p, g, vq, mq, bq, start, np.uint64(256),
+                                 scale, new, offsets[t], hashes)  # fmt: skip
+            else:
+                top = int8_block(s, lerp_low, correction, p, g, vq, mq, bq, start, n - start,
+                                 scale, new, offsets[t], hashes)  # fmt: skip
+            vs[blk] = top[0]
+            if centered:
+                ms[blk] = top[1]
+            if momentum_mode:
+                bs[blk] = top[2]
+            start += np.uint64(256)
+
+    chunk = {"float": float_chunk, "bf16": bf16_chunk, "int8": int8_chunk}[state_format]
+
+    @_jit(variant, parallel=True)
+    def run(addresses, sizes, corrections, chunk_tensor, chunk_start, chunk_stop, s, scales,
+            offsets):  # fmt: skip
+        for c in prange(chunk_tensor.shape[0]):
+            chunk(addresses, sizes, corrections, chunk_tensor[c], chunk_start[c], chunk_stop[c], s,
+                  scales, offsets)  # fmt: skip
+
+    return run
 
 
 _KERNELS: dict[tuple[object, ...], object] = {}
