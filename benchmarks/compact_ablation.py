@@ -16,7 +16,9 @@ loaded in place of the real module (the package's own kernels and cache are unto
   the random stream costs; not a valid codec);
 - ``one-hash``: one hash per element feeding both the square_avg and the momentum noise
   (16 bits each) instead of one hash per buffer;
-- ``one-hash-32``: the same, with a 32-bit element index in the loop.
+- ``one-hash-32``: the same, with a 32-bit element index in the loop;
+- ``base`` (with ``--base COMMIT``): an earlier commit's kernel source as it was, for a
+  before/after of a change to the kernels (``--variants shipped,base``).
 """
 
 from __future__ import annotations
@@ -92,6 +94,13 @@ def variant_source(name: str) -> str:
     return source.replace(SHIPPED_LOOP, loop + ONE_HASH_BODY.format(index="j, vo"))
 
 
+def base_source(commit: str) -> str:
+    """The kernel module's source at ``commit``."""
+    path = "src/rmsprop/backends/numba_kernels.py"
+    return subprocess.run(["git", "-C", str(KERNELS.parent), "show", f"{commit}:{path}"],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+
+
 RUN = textwrap.dedent("""
     import importlib.util, json, os, sys, time
     import numpy as np, torch, rmsprop
@@ -134,19 +143,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None, help="NUMBA_NUM_THREADS")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--base", help="an earlier commit: its kernels run as variant 'base'")
+    parser.add_argument("--variants", help="only these variants (comma-separated)")
     args = parser.parse_args()
+    runs = RUNS + ([("base", state) for state in ("fp32", "bf16", "int8")] if args.base else [])
+    if args.variants:
+        runs = [run for run in runs if run[0] in args.variants.split(",")]
     folder = Path(tempfile.mkdtemp(prefix="rmsprop-ablation-"))
     env = {**os.environ, "NUMBA_CACHE_DIR": str(folder / "cache")}
     if args.threads:
         env["NUMBA_NUM_THREADS"] = str(args.threads)
     paths = {}
-    for name in dict(RUNS):
+    for name in dict(runs):
         paths[name] = folder / name / "numba_kernels.py"
         paths[name].parent.mkdir()
-        paths[name].write_text(variant_source(name))
-    rows: dict[tuple[str, str], list[dict]] = {run: [] for run in RUNS}
+        paths[name].write_text(base_source(args.base) if name == "base" else variant_source(name))
+    rows: dict[tuple[str, str], list[dict]] = {run: [] for run in runs}
     for r in range(args.rounds + 1):  # round 0 compiles each variant and is not counted
-        for name, state in RUNS:
+        for name, state in runs:
             out = subprocess.run([sys.executable, "-c", RUN, str(paths[name]), state,
                                   str(args.steps)], capture_output=True, text=True, env=env)  # fmt: skip
             if out.returncode != 0:

@@ -205,6 +205,46 @@ def test_six_programs_on_one_empty_cache_share_one_compile_process(tmp_path):
     assert result["programs_last_step"] == [["numba", "numba"]] * 6, result
 
 
+AFRESH = textwrap.dedent("""
+    import sys, torch, rmsprop
+    from pathlib import Path
+    from rmsprop.backends import numba_compile, numba_cpu
+    from rmsprop.backends.base import Hyper
+    from rmsprop.lowbit.forms import Storage
+    folder = Path(sys.argv[1])
+    for momentum in (0.0, 0.9):  # two requests: two kernels
+        group = rmsprop.RMSprop([torch.zeros(3)], lr=1e-3, momentum=momentum).param_groups[0]
+        key = numba_cpu.kernel_key(Hyper.from_group(group), Storage.FLOAT, False)
+        numba_compile._request(folder, key, "float32", numba_compile.marker_name(key, "float32"))
+    numba_compile.RECYCLE_AFTER = 1  # a fresh start after the first kernel
+    numba_compile._serve(folder, numba_compile._try_lock(folder))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.alone  # the compile process restarted in place runs at the lowest priority
+def test_the_compile_process_starts_afresh_in_place_and_finishes_the_queue(tmp_path):
+    """After ``RECYCLE_AFTER`` kernels the compile process starts afresh (its memory
+    freed) as the same process, still holding the lock: both kernels are compiled by one
+    process id, never two processes at once, and the lock is free once the queue is done.
+    (Before, it started another process by the name ``__main__``, which did not run, so
+    the rest of the queue waited for a program to start a compile process again.)"""
+    from rmsprop.backends import numba_compile
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    run = subprocess.Popen([sys.executable, "-c", AFRESH, str(tmp_path)], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    _, err = run.communicate(timeout=600)  # the same process id, after exec, until it is done
+    assert run.returncode == 0, err[-3000:]
+    history = (tmp_path / numba_compile.HISTORY).read_text().splitlines()
+    assert [line.split()[2] for line in history] == ["ok", "ok"], history
+    assert {line.split()[-1] for line in history} == {str(run.pid)}, history
+    assert numba_compile.waiting(tmp_path) == []
+    fd = numba_compile._try_lock(tmp_path)
+    assert fd is not None  # nobody holds the lock
+    os.close(fd)
+
+
 ISOLATED = textwrap.dedent("""
     import json, sys, time, torch, rmsprop
     from rmsprop.backends import numba_compile

@@ -1,12 +1,12 @@
 """Getting the fused CPU kernels compiled without making a step wait: one compile process
 per kernel cache, shared by every program on the machine.
 
-A kernel is compiled once per switch combination, storage and dtype (8-30 s each on two
-cores) and cached on disk by numba. With ``impl="auto"``, a step whose kernel is not
-loaded yet does not wait: the planner asks :func:`ready` and, if not, :func:`prepare`
-requests the kernel and steps run the stand-in path meanwhile (torch's operations, per
-tensor or foreach, with the kernel's correctly rounded square root: the same bits;
-``numba_cpu.stand_in_for``). Once the
+A kernel is compiled once per switch combination, storage and dtype (2-4 s each on two
+cores, 11-12 s with 8-bit state: ``benchmarks/kernel_compile.py``) and cached on disk by
+numba. With ``impl="auto"``, a step whose kernel is not loaded yet does not wait: the
+planner asks :func:`ready` and, if not, :func:`prepare` requests the kernel and steps run
+the stand-in path meanwhile (torch's operations, per tensor or foreach, with the kernel's
+correctly rounded square root: the same bits; ``numba_cpu.stand_in_for``). Once the
 kernel is in the cache, a thread of this process loads it (numba's import and the load
 take a second or two) and later steps run fused.
 
@@ -33,8 +33,8 @@ kernel is compiled that no program asked for. It runs at the lowest CPU priority
 program's own session (a session of its own would get an equal share of the CPU under
 Linux's autogroup scheduling, whatever its nice value): training comes first, and on a
 machine whose cores the training keeps busy the compile waits for idle time (``rmsprop
-warmup`` compiles ahead of time). After ``RECYCLE_AFTER`` kernels it hands the lock to a
-fresh process, which bounds its memory (LLVM keeps what it compiled).
+warmup`` compiles ahead of time). After ``RECYCLE_AFTER`` kernels it starts afresh in
+place (``exec``, the lock kept), which bounds its memory (LLVM keeps what it compiled).
 
 A forked child of a process that has imported numba never enters a numba kernel (its
 thread pool and compiler locks were copied mid-state by ``fork``; ``rmsprop._fork`` has
@@ -300,9 +300,15 @@ def start_compiler(folder: Path) -> bool:
     return True
 
 
+def _command(folder: Path, fd: int) -> list[str]:
+    """The compile process's command line (this module by its own name: in the compile
+    process ``__name__`` is ``"__main__"``)."""
+    return [sys.executable, "-m", __spec__.name, str(folder), str(fd)]
+
+
 def _spawn(folder: Path, fd: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", __name__, str(folder), str(fd)], pass_fds=(fd,),
+        _command(folder, fd), pass_fds=(fd,),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     # (not a session of its own: Linux's autogroup scheduling would then share the CPU
@@ -333,8 +339,7 @@ def _serve(folder: Path, fd: int) -> None:
                 return
             continue
         if compiled >= RECYCLE_AFTER:  # a fresh process keeps the memory bounded
-            _spawn(folder, fd)
-            return
+            _start_afresh(folder, fd)
         _, name, (flags, storage, bf16, math, _) = jobs[0]
         status = {"pid": os.getpid(), "kernel": name, "since": time.time(), "compiled": compiled}
         _write_atomically(folder / STATUS, json.dumps(status))
@@ -353,6 +358,14 @@ def _serve(folder: Path, fd: int) -> None:
         with contextlib.suppress(OSError), open(folder / HISTORY, "a") as history:
             history.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {name} {outcome} "
                           f"{time.perf_counter() - began:.1f}s pid {os.getpid()}\n")  # fmt: skip
+
+
+def _start_afresh(folder: Path, fd: int) -> None:
+    """The compile process replaced by a fresh one in place (``exec``: the same process,
+    its memory freed, the lock ``fd`` still held): never two compile processes, not even
+    for the moment an old one would take to exit."""
+    os.set_inheritable(fd, True)
+    os.execv(sys.executable, _command(folder, fd))
 
 
 # ------------------------------------------------------------------ markers and the folder
