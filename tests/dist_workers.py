@@ -402,7 +402,8 @@ def mesh2d_compact_worker(rank: int, world: int, tmp: str, layout: str) -> None:
     """bf16 and 8-bit state on a 2 x 2 mesh: the fused kernel on the local shards equals
     one process (parameters and state, bit for bit); ColwiseParallel's weight under FSDP x
     TP (``_StridedShard(0)``, ``Shard(0)``) keeps 8-bit state; RowwiseParallel's
-    (``Shard(1)``) keeps float32 state (the one process given float32 state for it too)."""
+    (``Shard(1)``) keeps bf16 state, and float32 under 8-bit (the one process given
+    float32 state for it too)."""
     _init(rank, world, tmp)
     mesh = _mesh_2d(layout)
     data = _data(_batch_rank(mesh, layout), 5, width=256)

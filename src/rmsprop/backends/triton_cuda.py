@@ -370,10 +370,10 @@ def native(facts: Facts) -> bool:
     8-bit state, bf16 params rounded stochastically with fp32, bf16 or 8-bit state."""
     if not (facts.in_form and facts.state_contiguous):
         return False
-    if facts.rounded:  # (a column block's elements are not one range of its stream)
-        return facts.stream_range and (
-            facts.storage is not Storage.FLOAT or facts.state_dtype == torch.float32
-        )
+    if not facts.stream_range:  # a block of columns: not one range of its random streams
+        return False
+    if facts.rounded:
+        return facts.storage is not Storage.FLOAT or facts.state_dtype == torch.float32
     return facts.storage is not Storage.FLOAT or facts.state_dtype in _TL
 
 

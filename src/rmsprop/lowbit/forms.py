@@ -71,7 +71,7 @@ class StateForm:
         if self.state_dtype is None or self.state_dtype is torch.float32 or param.is_complex():
             return Storage.FLOAT
         if self.state_dtype is torch.bfloat16:
-            return Storage.BF16 if row_shards(param) else Storage.FLOAT
+            return Storage.BF16
         return Storage.INT8 if int8_applies(param) else Storage.FLOAT
 
     def float_dtype(self, param: Tensor) -> torch.dtype:
@@ -122,9 +122,10 @@ def row_shards(param: Tensor) -> bool:
     that ``fully_shard`` puts before a tensor-parallel ``Shard(0)`` (ColwiseParallel's
     weight under FSDP x TP: its split factor is the size of the dimensions sharding
     dimension 0 after it). False for ``Shard(1)`` (RowwiseParallel's weight: a shard is a
-    block of columns) and ``Partial``: compact state (bf16 or 8-bit, written with
-    stochastic rounding) would need each element's own global index there, and such a
-    parameter keeps float32 state instead."""
+    block of columns) and ``Partial``: there bf16 state and rounded bf16 parameters draw
+    on each element's own global index (``state.stream_index``, off the fused kernels,
+    which take one start per tensor), and 8-bit state keeps float32 (its blocks would
+    straddle shards)."""
     if not is_dtensor(param):
         return True
     from torch.distributed.tensor.placement_types import _StridedShard

@@ -25,10 +25,11 @@ the random stream is indexed by the global element, so a sharded run gives the b
 a one-process run. The same holds on two-dimensional meshes (HSDP's (replicate, shard),
 FSDP x TP): a shard that is one range of rows (``Replicate``, ``Shard(0)``, and the
 ``_StridedShard(0)`` that ``fully_shard`` puts before ColwiseParallel's ``Shard(0)``:
-``forms.row_shards``) keeps compact state. A shard that is a block of columns
-(RowwiseParallel's ``Shard(1)``) keeps fp32 state under bf16 and ``"int8"``: its
-elements are not one range of the stream. Under ``"int8"`` a parameter whose rows are not
-whole blocks (its blocks would straddle ranks) keeps fp32 state too.
+``forms.row_shards``) keeps compact state, updated by the fused kernels. A shard that is
+a block of columns (RowwiseParallel's ``Shard(1)``) keeps bf16 state too, each element
+rounded from its own global place of the stream (``stream_index``; such a shard is updated
+on fp32 working copies, ``backends.widen``), and fp32 state under ``"int8"``: its blocks
+would straddle ranks, as they would for a parameter whose rows are not whole blocks.
 """
 
 from __future__ import annotations
@@ -153,7 +154,8 @@ def encode(state: dict[str, Any], values: dict[str, Tensor], param: Tensor, form
     ``param``. The 8-bit codes of all of them draw on one hash per element (computed once
     here). For a DTensor ``param`` the values are this rank's part and the state is stored
     as DTensors."""
-    storage, first, hashes = form.storage(param), first_element(param), None
+    storage, hashes = form.storage(param), None
+    first = stream_index(param) if storage is Storage.BF16 else first_element(param)
     for name, value in values.items():
         for key in (name, f"{name}_codes", f"{name}_scale"):
             state.pop(key, None)

@@ -186,7 +186,7 @@ def _examine(plan: Plan, positions: list[int],
     names = {storage: plan.hp.buffers(storage) for storage in Storage}
     kinds: dict[tuple[Any, ...], list[int]] = {}
     last, index, states, fresh = None, [], plan.states, plan.fresh
-    rounds = plan.sharded and plan.settings.stochastic_rounding
+    rounds = plan.settings.stochastic_rounding
     for k, (owner, p, g) in enumerate(zip(plan.owners, plan.params, plan.grads)):
         st = state.get(owner)
         states.append(st)
@@ -200,7 +200,9 @@ def _examine(plan: Plan, positions: list[int],
                                      names[storage])  # fmt: skip
         except Problem as problem:
             raise RuntimeError(f"group {plan.index}, parameter {positions[k]}: {problem}") from None
-        if rounds and p.dtype == torch.bfloat16:  # a rounded bf16 shard: one range of its stream?
+        if plan.sharded and (storage is Storage.BF16 or (rounds and p.dtype == torch.bfloat16)):
+            # a shard that draws on a random stream (bf16 state, a rounded bf16
+            # parameter): is it one range of its stream (a kernel's one start)?
             kind = (*kind, row_shards(owner))
         if kind != last:  # most tensors share the kind of the one before: no hashing
             index = kinds.setdefault(kind, [])
