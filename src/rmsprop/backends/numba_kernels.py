@@ -25,7 +25,8 @@ with any of the three state forms. The codecs are integer adds, shifts and selec
 the loops vectorise; the uint32 arithmetic is wrapped in ``uint32`` at each step because
 numba widens it to 64 bits, which halves the vector lanes.
 
-Compiled once per switch combination and dtype, cached on disk (``cache=True``).
+Compiled once per switch combination and dtype, cached on disk (``_jit``: keyed by the
+variant, one index file per variant).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ try:
     from llvmlite import ir
     from numba import njit, prange
     from numba.core import cgutils, types
-    from numba.core.caching import FunctionCache
+    from numba.core.caching import FunctionCache, IndexDataCacheFile
     from numba.extending import intrinsic
 except ImportError as err:  # pragma: no cover - exercised where numba is missing
     raise ImportError(
@@ -416,11 +417,22 @@ class _VariantCache(FunctionCache):
     switches, state format, param format) instead of numba's key, a pickle of the
     closure's cells: a cell that holds another compiled function pickles differently in
     every process (numba gives each a fresh id), so that key never matched again and every
-    process compiled the kernel anew."""
+    process compiled the kernel anew.
+
+    Each variant has an index file of its own (numba shares one per function): numba
+    numbers a new entry's data file by reading the index, taking the first free number and
+    writing the index back, so two processes compiling two variants at once (a program and
+    the compile process) could take the same number, and one variant's key then loaded the
+    other's code (seen in a test run: wrong steps from a kernel loaded from the cache)."""
 
     def __init__(self, py_func, variant: tuple[Any, ...]):
         super().__init__(py_func)
         self._variant = hashlib.sha256(repr(variant).encode()).hexdigest()
+        self._cache_file = IndexDataCacheFile(
+            cache_path=self._cache_path,
+            filename_base=f"{self._impl.filename_base}-{self._variant[:16]}",
+            source_stamp=self._impl.locator.get_source_stamp(),
+        )
 
     def _index_key(self, sig, codegen):
         code = hashlib.sha256(self._py_func.__code__.co_code).hexdigest()
@@ -597,7 +609,7 @@ def kernel_of(key: tuple[Any, ...]):
 
 
 def _make_add_one(dtype):
-    @njit(cache=True)
+    @_jit(("add_one", dtype.__name__))
     def add_one(addresses, values):
         """``step += 1`` for each counter (a one-element tensor of ``dtype``, by address);
         ``values`` receives the new values."""
@@ -630,7 +642,7 @@ def _make_nonfinite_check(word, exponent):
     """A kernel counting the chunks of a tensor list that hold NaN/Inf: each element's
     magnitude bits compared with the all-ones exponent (integer max, vectorised)."""
 
-    @njit(parallel=True, cache=True)
+    @_jit(("nonfinite", word.__name__), parallel=True)
     def count(addresses, sizes, chunk_tensor, chunk_start, chunk_stop):
         bad = np.zeros(chunk_tensor.shape[0], np.uint8)
         for c in prange(chunk_tensor.shape[0]):
