@@ -3,6 +3,8 @@ square root, equal to the reference in float64, chosen by auto, cached on disk."
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -134,6 +136,43 @@ def test_compiled_once_then_loaded_from_the_disk_cache(tmp_path):
             for _ in range(2)]  # fmt: skip
     hits, misses = map(int, runs[1].stdout.split())
     assert hits >= 1 and misses == 0, runs[1].stdout
+
+
+VARIANT_STEPS = """
+import json, sys, torch, rmsprop
+switches = json.loads(sys.argv[1])
+p = torch.linspace(-1, 1, 1000).requires_grad_()
+q = p.detach().clone().requires_grad_()
+ours = rmsprop.RMSprop([p], lr=0.01, impl="numba", **switches)
+torch_ = torch.optim.RMSprop([q], lr=0.01, **switches)
+for k in range(3):
+    p.grad = torch.cos(p.detach() * (k + 1)); q.grad = torch.cos(q.detach() * (k + 1))
+    ours.step(); torch_.step()
+print(json.dumps(float((p - q).abs().max() / q.abs().max())))
+"""
+
+
+def test_each_kernel_variant_has_a_cache_index_of_its_own(tmp_path):
+    """Two programs compiling two kernel variants at once into one empty cache: each
+    variant has an index file of its own, and each, loaded in a new process, steps as
+    torch does (to float32 rounding). numba keeps one index per function and numbers a new
+    entry's data file by reading that index and writing it back: two processes compiling
+    two variants at once could take the same number, and one variant's key then loaded the
+    other's code (a whole-suite run on a warm cache: 7 failures from wrong kernels)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "RMSPROP_BACKGROUND_COMPILE": "0"}
+    variants = [{"momentum": 0.9}, {"momentum": 0.9, "centered": True}]
+    runs = [subprocess.Popen([sys.executable, "-c", VARIANT_STEPS, json.dumps(v)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for v in variants]  # fmt: skip
+    for run in runs:
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err[-3000:]
+    indexes = sorted(path.name.split(".py311")[-1] for path in tmp_path.rglob("*.run-*.nbi"))
+    assert len(indexes) == 2 and indexes[0] != indexes[1], indexes
+    for v in variants:  # loaded from the cache now
+        out = subprocess.run([sys.executable, "-c", VARIANT_STEPS, json.dumps(v)], env=env,
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        assert json.loads(out.stdout) < 1e-5, (v, out.stdout)
 
 
 def _every_float32_in_unit_range(step: int = 1) -> np.ndarray:
