@@ -18,11 +18,40 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def quick_demo(tmp_path_factory):
-    from rmsprop.cli.demo import demo
+def demo_run(tmp_path_factory):
+    """The quick demo, run once for the module, and how far each figure's drawing reaches
+    past its edges (inches; 0 or less: every label is inside), measured as it is saved."""
+    from rmsprop.cli import demo, figures
 
-    out = tmp_path_factory.mktemp("report")
-    return demo(out, seed=0, quick=True)
+    spills = {}
+    save = figures.save
+
+    def measured_save(fig, out, name, pngs=None):
+        figures.set_margins(fig)
+        drawn = fig.get_tightbbox()
+        width, height = fig.get_size_inches()
+        spills[name] = max(-drawn.x0, -drawn.y0, drawn.x1 - width, drawn.y1 - height)
+        return save(fig, out, name, pngs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(figures, "save", measured_save)
+        patch.setattr(demo, "save", measured_save)
+        result = demo.demo(tmp_path_factory.mktemp("report"), seed=0, quick=True)
+    return result, spills
+
+
+@pytest.fixture(scope="module")
+def quick_demo(demo_run):
+    return demo_run[0]
+
+
+def test_every_figure_holds_its_labels(demo_run):
+    """The margins are set in inches, not measured (``figures.set_margins``): each of the
+    five figures' titles, tick labels, axis labels and legends lie inside it."""
+    result, spills = demo_run
+    assert sorted(spills) == sorted(p.name for p in result.pngs)
+    assert len(spills) == 5
+    assert all(spill <= 0 for spill in spills.values()), spills
 
 
 def test_demo_report_content(quick_demo):

@@ -21,6 +21,13 @@ STATES = {"fp32": None, "bf16": "bfloat16", "int8": "int8"}
 HARD = ("quadratic-1e-2", "centered+momentum")  # the quality suite's hardest case
 
 
+def lstm_size(quick: bool) -> tuple[int, int]:
+    """The character LSTM's (steps, sequences per batch): the quick run's takes about
+    0.7 s per state form on one core of the machine in BENCHMARKS.md, the full run's 20
+    times that."""
+    return (40, 16) if quick else (400, 32)
+
+
 def _state_dtype(name: str):
     import torch
 
@@ -28,7 +35,7 @@ def _state_dtype(name: str):
     return getattr(torch, value) if value == "bfloat16" else value
 
 
-def train_char_lstm(state: str, seed: int, steps: int):
+def train_char_lstm(state: str, seed: int, steps: int, batch: int = 32):
     """A 1-layer LSTM (hidden 128) predicting the next character; returns per-step loss,
     final next-character accuracy on held-out text, seconds and state bytes per param."""
     import torch
@@ -54,14 +61,15 @@ def train_char_lstm(state: str, seed: int, steps: int):
         return head(out)
 
     g = torch.Generator().manual_seed(seed)
+    window = torch.arange(65)  # each sequence: 64 characters in, the next 64 to predict
     losses = []
     start = time.perf_counter()
     for _ in range(steps):
-        idx = torch.randint(0, len(train) - 65, (32,), generator=g)
-        batch = torch.stack([train[i : i + 65] for i in idx])
+        starts = torch.randint(0, len(train) - 65, (batch,), generator=g)
+        sample = train[starts[:, None] + window]  # one gather (a Python loop would hold the GIL)
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(forward(batch[:, :-1]).reshape(-1, len(chars)),
-                                                 batch[:, 1:].reshape(-1))  # fmt: skip
+        loss = torch.nn.functional.cross_entropy(forward(sample[:, :-1]).reshape(-1, len(chars)),
+                                                 sample[:, 1:].reshape(-1))  # fmt: skip
         loss.backward()
         opt.step()
         losses.append(loss.item())
@@ -75,15 +83,13 @@ def train_char_lstm(state: str, seed: int, steps: int):
 
 def section_memory(out: Path, seed: int, quick: bool, data, result, progress) -> Section:
     """Section 5; ``data`` holds the arrays of ``demo_digits.digits_data(seed)``."""
-    import torch
-
     import rmsprop
 
     from . import quality
     from .demo_digits import train
 
     epochs = 6 if quick else 30
-    lstm_steps = 40 if quick else 400
+    steps, batch = lstm_size(quick)
     digits, lstm = {}, {}
     for name in STATES:
         progress(f"memory: digits MLP, {name} state")
@@ -97,10 +103,9 @@ def section_memory(out: Path, seed: int, quick: bool, data, result, progress) ->
             "curve": losses,
         }
         progress(f"memory: character LSTM, {name} state")
-        curve, accuracy, seconds, per_param = train_char_lstm(name, seed, lstm_steps)
-        tail = float(np.mean(curve[-20:]))
-        lstm[name] = {"loss": tail, "accuracy": accuracy, "seconds": seconds, "curve": curve,
-                      "bytes": per_param}  # fmt: skip
+        curve, accuracy, seconds, per_param = train_char_lstm(name, seed, steps, batch)
+        lstm[name] = {"loss": float(np.mean(curve[-20:])), "accuracy": accuracy,
+                      "seconds": seconds, "curve": curve, "bytes": per_param}  # fmt: skip
     progress("memory: the noisy quadratic, centered with momentum")
     hard = {name: quality.run(HARD[0], name, HARD[1], seed) for name in STATES}
     result.memory = {"digits": digits, "lstm": lstm,
@@ -117,7 +122,7 @@ def section_memory(out: Path, seed: int, quick: bool, data, result, progress) ->
         "8-bit codes (tensors of at least 4,096 elements; smaller ones stay fp32). The update "
         f"math is fp32 in every case. The digits MLP is section 3's with the torch preset at lr "
         f"1e-3, here for {epochs} epochs; the LSTM learns next characters of generated "
-        f"sentences ({lstm_steps} steps, batch 32 x 64)."
+        f"sentences ({steps} steps, batches of {batch} sequences of 64 characters)."
     )
     rows = []
     for name in STATES:
@@ -149,7 +154,6 @@ def section_memory(out: Path, seed: int, quick: bool, data, result, progress) ->
     s.figures.append((png, "Top: training loss with each state dtype (the curves overlap). "
                       "Bottom: the same runs as the difference from fp32 state, in percent "
                       "(moving mean), so that bf16 and int8 can be told apart."))  # fmt: skip
-    del torch
     return s
 
 
@@ -186,7 +190,6 @@ def _figure(plt, digits, lstm, hard):
         top.set_title(title), top.legend()
         bottom.axhline(0, color="grey", lw=0.8), bottom.set_ylabel("% of fp32 loss")
         bottom.set_xlabel("epoch" if column == 0 else "step"), bottom.legend()
-    fig.tight_layout()
     return fig
 
 
