@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -219,3 +220,29 @@ def test_every_backend_on_real_shapes(backend, shape, dtype, state, config, comp
     for ours, theirs in zip(params, expected):
         assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
         assert torch.equal(ours.detach(), theirs), (backend, ours, theirs)
+
+
+@pytest.mark.parametrize("backend", ["single", "foreach", "numba", "stand-in"])
+def test_a_centered_variance_below_zero_gives_nan_silently_as_torch(backend, compiling,
+                                                                     ieee_torch_sqrt):  # fmt: skip
+    """A constant gradient with ``centered=True``: ``v - ḡ²`` rounds below zero for about
+    half of the elements after 40 steps, and torch's step writes NaN there without a word.
+    Every back end gives the same NaN and the same numbers elsewhere, and no warning (the
+    stand-in's correctly rounded square root is NumPy's, which warns by default)."""
+    _skip_unavailable(backend)
+    if backend != "stand-in":
+        compiling.clear()
+    config = {"lr": 1e-3, "alpha": 0.5, "centered": True}
+    grad = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    grads = [[grad] for _ in range(40)]
+    params = [torch.zeros(1000, requires_grad=True)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        opt = _ours(backend, params, grads, config, None)
+    if backend == "stand-in":
+        assert opt.last_impl[0] == "foreach" and compiling
+    if backend == "stand-in" or opt.last_impl[0] in IEEE:
+        ieee_torch_sqrt()
+    expected = _torch_oracle([torch.zeros(1000, requires_grad=True)], grads, config, None)[0]
+    assert int(torch.isnan(expected).sum()) > 100  # the case this test is about happens
+    torch.testing.assert_close(params[0].detach(), expected, rtol=0, atol=0, equal_nan=True)

@@ -13,7 +13,7 @@ from torch.optim import Optimizer
 
 from ..lowbit.forms import Storage
 from .base import LOW_PRECISION, Batch, Facts, Hyper, step_value, to_scalar_lr
-from .single import ieee_sqrt_
+from .single import ieee_sqrt_each_
 
 
 def _ema_square_(square_avgs: list[Tensor], grads: list[Tensor], alpha: float, form: str) -> None:
@@ -62,8 +62,7 @@ def _denominators(
     if s is square_avgs:
         avg = [torch.empty_like(v) for v in s] if hp.ieee_sqrt else torch._foreach_sqrt(s)
         if hp.ieee_sqrt:
-            for v, out in zip(s, avg):
-                ieee_sqrt_(v, out)
+            ieee_sqrt_each_(s, avg)
     else:
         _sqrt_(s, hp)
         avg = s
@@ -74,8 +73,7 @@ def _denominators(
 def _sqrt_(tensors: list[Tensor], hp: Hyper) -> None:
     """(7)'s square root in place: torch's, or the fused kernels' correctly rounded one."""
     if hp.ieee_sqrt:
-        for t in tensors:
-            ieee_sqrt_(t)
+        ieee_sqrt_each_(tensors, tensors)
     else:
         torch._foreach_sqrt_(tensors)
 

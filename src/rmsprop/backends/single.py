@@ -78,15 +78,24 @@ def with_eps(s: Tensor, square_avg: Tensor, hp: Hyper) -> Tensor:
 
 def ieee_sqrt_(s: Tensor, out: Tensor | None = None) -> Tensor:
     """The correctly rounded square root of ``s`` written into ``out`` (``s`` itself by
-    default): the fused kernels' IEEE sqrt. On the CPU, NumPy's, computed on the tensors'
+    default): the fused kernels' IEEE sqrt (``ieee_sqrt_each_`` of one tensor)."""
+    return ieee_sqrt_each_([s], [s if out is None else out])[0]
+
+
+def ieee_sqrt_each_(tensors: list[Tensor], outs: list[Tensor]) -> list[Tensor]:
+    """The correctly rounded square root of each of ``tensors`` written into the matching
+    ``outs`` (the same tensors for in place): on the CPU NumPy's, computed on the tensors'
     own memory (no copy), since torch's CPU ``sqrt`` (MKL's vector math) is not always
-    correctly rounded; on CUDA torch's, which is. Any shape (0-d included) and strides."""
-    out = s if out is None else out
-    if s.is_cpu:  # (temporaries and state: no autograd history to detach from)
-        np.sqrt(s.numpy(), out=out.numpy())
-    else:
-        torch.sqrt(s, out=out)
-    return out
+    correctly rounded; on CUDA torch's, which is. Any shape (0-d included) and strides. A
+    negative value (a centered variance that rounds below zero) gives NaN without a
+    warning, as torch's ``sqrt`` and the fused kernels do."""
+    with np.errstate(invalid="ignore"):
+        for s, out in zip(tensors, outs):
+            if s.is_cpu:  # (temporaries and state: no autograd history to detach from)
+                np.sqrt(s.numpy(), out=out.numpy())
+            else:
+                torch.sqrt(s, out=out)
+    return outs
 
 
 def apply_step_(
