@@ -94,8 +94,18 @@ def same_shapes(leaves: list[Any], other: list[Any], what: str) -> None:
             )
 
 
+def _all_arrays(tree: Tree, others: tuple[Tree, ...]) -> bool:
+    """Is every tree one ndarray (one leaf: the usual small problem), so that mapping over
+    them is one call, with no flattening and rebuilding?"""
+    return type(tree) is np.ndarray and all(type(o) is np.ndarray for o in others)
+
+
 def tree_map(fn: Callable[..., Any], tree: Tree, *others: Tree) -> Tree:
     """``fn`` applied leaf by leaf over ``tree`` and ``others`` (same structure and shapes)."""
+    if _all_arrays(tree, others):
+        for other in others:
+            same_shapes([tree], [other], "trees")
+        return fn(tree, *others)
     leaves, treedef = flatten(tree)
     rest = [leaves_like(o, treedef, "trees") for o in others]
     for other in rest:
@@ -107,6 +117,10 @@ def tree_map_n(
     fn: Callable[..., tuple[Any, ...]], n: int, tree: Tree, *others: Tree
 ) -> tuple[Tree, ...]:
     """Like :func:`tree_map` for an ``fn`` returning ``n`` values: returns ``n`` trees."""
+    if _all_arrays(tree, others):
+        for other in others:
+            same_shapes([tree], [other], "grads and state")
+        return tuple(fn(tree, *others))
     leaves, treedef = flatten(tree)
     rest = [leaves_like(o, treedef, "trees") for o in others]
     for other in rest:
