@@ -43,7 +43,7 @@ try:
     from llvmlite import ir
     from numba import njit, prange
     from numba.core import cgutils, types
-    from numba.core.caching import FunctionCache, IndexDataCacheFile
+    from numba.core.caching import FunctionCache
     from numba.extending import intrinsic
 except ImportError as err:  # pragma: no cover - exercised where numba is missing
     raise ImportError(
@@ -413,26 +413,21 @@ def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, 
 
 
 class _VariantCache(FunctionCache):
-    """numba's disk cache for a kernel's closure, keyed by the kernel's variant (its
-    switches, state format, param format) instead of numba's key, a pickle of the
-    closure's cells: a cell that holds another compiled function pickles differently in
-    every process (numba gives each a fresh id), so that key never matched again and every
-    process compiled the kernel anew.
+    """numba's disk cache for a function of a kernel, keyed by the kernel's variant (the
+    ``name`` ``_jit`` gives it: a hash of its switches, state format, param format) instead
+    of numba's key, a pickle of the closure's cells: a cell that holds another compiled
+    function pickles differently in every process (numba gives each a fresh id), so that
+    key never matched again and every process compiled the kernel anew.
 
-    Each variant has an index file of its own (numba shares one per function): numba
+    The variant is in the function's name (``_jit``), so each variant has files of its own
+    (numba names them by the function): with one index shared by the variants, numba
     numbers a new entry's data file by reading the index, taking the first free number and
-    writing the index back, so two processes compiling two variants at once (a program and
-    the compile process) could take the same number, and one variant's key then loaded the
-    other's code (seen in a test run: wrong steps from a kernel loaded from the cache)."""
+    writing the index back, so two processes compiling two variants at once could take the
+    same number, and one variant's key then loaded the other's code."""
 
-    def __init__(self, py_func, variant: tuple[Any, ...]):
+    def __init__(self, py_func, variant: str):
         super().__init__(py_func)
-        self._variant = hashlib.sha256(repr(variant).encode()).hexdigest()
-        self._cache_file = IndexDataCacheFile(
-            cache_path=self._cache_path,
-            filename_base=f"{self._impl.filename_base}-{self._variant[:16]}",
-            source_stamp=self._impl.locator.get_source_stamp(),
-        )
+        self._variant = variant
 
     def _index_key(self, sig, codegen):
         code = hashlib.sha256(self._py_func.__code__.co_code).hexdigest()
@@ -451,10 +446,18 @@ def _jit(variant: tuple[Any, ...], parallel: bool = False):
     by zero gives inf or NaN): with Python's error model each division tests for zero and
     the loop no longer vectorises (measured 2.5x-6x slower)."""
 
+    name = hashlib.sha256(repr(variant).encode()).hexdigest()[:16]
+
     def compile_lazily(py_func):
+        # The variant in the function's name, so in its compiled symbol: numba names a
+        # symbol by the function's name and a counter of the process that compiled it, so
+        # two variants each compiled first in its own process had the same symbol, and a
+        # program that loaded both from the cache ran the first one's code for the second
+        # (one symbol per name in the process). The same variant: the same code.
+        py_func.__qualname__ = f"{py_func.__qualname__}_{name}"
         options = {"parallel": True} if parallel else {"error_model": "numpy"}
         dispatcher = njit(**options)(py_func)
-        dispatcher._cache = _VariantCache(py_func, variant)  # what cache=True sets up
+        dispatcher._cache = _VariantCache(py_func, name)  # what cache=True sets up
         return dispatcher
 
     return compile_lazily
