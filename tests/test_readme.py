@@ -37,6 +37,25 @@ def test_the_quick_start_pins_only_releases_pypi_hosts():
     assert "PIP_CONFIG_FILE=/dev/null" in ci and "--dry-run" in ci
 
 
+def test_the_demo_install_resolves_whenever_the_test_install_does():
+    """``.ci/run`` resolves only the Quick start's test install with PyPI alone: the demo
+    install's requirements are among the test install's (the same names and specifiers,
+    under the same constraints), so any set of packages that satisfies the one satisfies
+    the other."""
+    import tomllib
+
+    project = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    commands = [line for line in _blocks("bash")[0].splitlines() if line.strip()]
+    demo_extras = re.search(r'-e "\.\[([^\]]*)\]"', commands[0]).group(1).split(",")
+    test_extras = re.search(r'-e "\.\[([^\]]*)\]"', commands[1]).group(1).split(",")
+    resolved = (README.parent / ".ci" / "run").read_text()
+    assert f"quick_start_resolves {','.join(test_extras)}" in resolved
+    demo = {req for extra in demo_extras for req in extras[extra]}
+    tested = {req for extra in test_extras for req in extras[extra]}
+    assert demo and demo <= tested, sorted(demo - tested)
+
+
 def test_linear_regression_example_recovers_the_line(capsys):
     code = next(b for b in _blocks("python") if "step_decay" in b)
     namespace: dict = {}
