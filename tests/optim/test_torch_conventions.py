@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -158,6 +161,29 @@ def test_torch_compile_of_step(impl, compile_in_place):
         assert opt.last_impl[0] == "numba"
     for a, b in zip(params_of(model), params_of(twin)):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_program_that_steps_imports_neither_dynamo_nor_dtensor():
+    """A training script's first steps (each impl, ``zero_grad`` included) import neither
+    ``torch._dynamo`` nor ``torch.distributed.tensor``: about 2.4 s at a program's start
+    (they were imported by torch.optim's step wrapper, by its ``add_param_group`` and
+    ``zero_grad``, which torch wraps to import dynamo at their first call, and by the
+    DTensor check). torch.compile still sees the step as torch's (the test above)."""
+    code = textwrap.dedent("""
+        import sys, torch, rmsprop
+        for impl in ("auto", "single", "foreach"):
+            p = torch.zeros(100_000, requires_grad=True)
+            opt = rmsprop.RMSprop([p, torch.zeros((), requires_grad=True)], lr=0.01,
+                                  momentum=0.9, impl=impl)
+            for _ in range(2):
+                opt.zero_grad()
+                p.grad = torch.ones(100_000)
+                opt.step()
+        print(sorted(m for m in ("torch._dynamo", "torch.distributed.tensor") if m in sys.modules))
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout
 
 
 def test_grad_scaler_skips_inf_steps():

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._torch_compile import opaque_to_dynamo
 from ..lowbit.forms import Storage
 from . import host, numba_compile
 from .base import Batch, Facts, Hyper, StandIn, to_scalar_lr
@@ -80,7 +81,7 @@ def nonfinite_checkable(t: Tensor) -> bool:
     return numba_compile.any_loaded() and t.dtype in MATH_DTYPES and t.is_cpu and t.is_contiguous()
 
 
-@torch.compiler.disable  # numba code is opaque to dynamo: torch.compile(opt.step) calls it as is
+@opaque_to_dynamo  # numba code is opaque to dynamo: torch.compile(opt.step) calls it as is
 def step(batch: Batch, lr, hp: Hyper) -> None:
     """One fused pass over the batch (one param dtype, one storage: see ``native``):
     every tensor's param, gradient and state are read once and written once; compact

@@ -50,6 +50,7 @@ except ImportError as err:  # pragma: no cover - exercised where numba is missin
         "impl='numba' needs numba: pip install numba (in rmsprop's clone: pip install -e '.[torch]')"
     ) from err
 
+from .._torch_compile import opaque_to_dynamo
 from ..lowbit.codecs import (
     INF_BITS,
     S_BASE,
@@ -666,7 +667,7 @@ _NONFINITE = {
 }
 
 
-@torch.compiler.disable
+@opaque_to_dynamo
 def any_nonfinite(tensors: list[Tensor]) -> bool:
     """True if a tensor of the list (each ``nonfinite_checkable``) holds NaN or Inf: one
     parallel read (``torch.isfinite(t).all()`` makes a bool tensor and takes ~10x longer)."""

@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
-from torch.optim.optimizer import _get_scalar_dtype, _use_grad_for_differentiable
+from torch.optim.optimizer import _get_scalar_dtype
 
 from .._dtensor import is_dtensor
+from .._torch_compile import outside_compile, step_grad_mode
 from .._validation import check_choice, unknown_arguments
 from ..algorithm import ALGORITHM
 from ..backends.base import Hyper
@@ -200,7 +201,7 @@ class RMSprop(Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """As torch's, with the group's settings and parameters checked first (a parameter
         listed twice is kept once, with torch's warning); a refused group is not added."""
-        super().add_param_group(param_group)
+        outside_compile(Optimizer.add_param_group)(self, param_group)
         try:
             group = check_group(self.param_groups[-1])
             check_params(group, len(self.param_groups) - 1)
@@ -208,6 +209,13 @@ class RMSprop(Optimizer):
             self.param_groups.pop()
             raise
         self.param_groups[-1] = group
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's ``Optimizer.zero_grad``: every parameter's gradient set to None (or, with
+        ``set_to_none=False``, to zero)."""
+        if torch.compiler.is_compiling():
+            return super().zero_grad(set_to_none)
+        return outside_compile(Optimizer.zero_grad)(self, set_to_none)
 
     def __getstate__(self) -> dict[str, Any]:
         """What pickle and ``copy.deepcopy`` keep: torch's, and this optimizer's settings."""
@@ -303,7 +311,7 @@ class RMSprop(Optimizer):
         return [sum(sizes[:i]) for i in range(len(sizes))]
 
     # ------------------------------------------------------------------ the step
-    @_use_grad_for_differentiable
+    @step_grad_mode
     def step(self, closure=None):  # type: ignore[override]
         """One optimization step. ``closure`` re-evaluates the model and returns the loss.
 
