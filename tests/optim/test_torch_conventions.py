@@ -145,18 +145,24 @@ def test_switching_momentum_and_centered_on_later_works():
 
 @pytest.mark.parametrize("impl", ["auto", "numba"])
 def test_torch_compile_of_step(impl, compile_in_place):
-    """torch.compile(opt.step) runs the fused kernel as an opaque call (numba's kernel is
-    not traced) and gives the eager step's numbers."""
+    """torch.compile of ``opt.step`` (then ``opt.zero_grad``) runs the fused kernel as an
+    opaque call (numba's kernel is not traced) and gives the eager step's numbers."""
     model, x, y = model_and_data()
     twin = copy.deepcopy(model)
     opt = rmsprop.RMSprop(model.parameters(), lr=0.01, momentum=0.9, eps_in_sqrt=True, impl=impl)
     opt_twin = rmsprop.RMSprop(twin.parameters(), lr=0.01, momentum=0.9, eps_in_sqrt=True)
-    compiled_step = torch.compile(opt.step)
+
+    @torch.compile
+    def compiled_step():
+        opt.step()
+        opt.zero_grad()
+
     for _ in range(3):
         for m, step in ((model, compiled_step), (twin, opt_twin.step)):
             m.zero_grad()
             torch.nn.functional.mse_loss(m(x), y).backward()
             step()
+    assert all(p.grad is None for p in model.parameters())  # the compiled zero_grad ran
     if impl == "numba":
         assert opt.last_impl[0] == "numba"
     for a, b in zip(params_of(model), params_of(twin)):
