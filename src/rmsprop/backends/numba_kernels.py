@@ -372,15 +372,13 @@ def _encode_codes(values, codes, start, count, top, buffer, hashes, offset):
 
 
 @njit(inline="always")
-def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, scale, new,
-                offsets, hashes, bf16):  # fmt: skip
-    """One block of 8-bit state: decode, update (1)-(10), re-encode; returns the new
-    scales (v, ḡ, b). The fp32 values wait in ``new`` (in L1) between the two loops; the
-    absolute maxima are integer maxima of the bit patterns, taken in the update loop; a
-    block where one is NaN/Inf takes its finite maximum in one more pass
-    (``codecs.quantize_blockwise``: a NaN/Inf does not enter the scale). ``offsets``: the
-    tensor's stream offsets (v, ḡ, b, param); the codes draw on the v stream's hash, a bf16
-    param (``bf16``) on the param stream."""
+def _int8_update(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, scale, new,
+                 offsets, bf16):  # fmt: skip
+    """One block of 8-bit state, decoded and updated (1)-(10): the new fp32 values wait in
+    ``new`` (in L1) for ``_int8_encode``; returns the bit patterns of their absolute
+    maxima (integer maxima of the bit patterns, NaN/Inf above every finite value).
+    ``offsets``: the tensor's stream offsets (v, ḡ, b, param); a bf16 param (``bf16``)
+    draws on the param stream."""
     centered, momentum_mode = flags[CENTERED] == 1, flags[MOMENTUM_MODE] != 0
     top_v, top_m, top_b = _u32(0), _u32(0), _u32(0)
     p_offset = _u32(offsets[3] + _u32(start))  # noise of j + p_offset == of i + offsets[3]
@@ -400,11 +398,19 @@ def _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, 
         if momentum_mode:
             new[2, j] = bi
             top_b = max(top_b, _magnitude_bits(bi))
-    top_v = _finite_top(new[0], count, top_v)
-    if centered:
-        top_m = _finite_top(new[1], count, top_m)
-    if momentum_mode:
-        top_b = _finite_top(new[2], count, top_b)
+    return top_v, top_m, top_b
+
+
+@njit(inline="always")
+def _int8_encode(flags, vq, mq, bq, start, count, new, tops, offsets, hashes):
+    """The block's values in ``new`` re-encoded; returns the new scales (v, ḡ, b). A block
+    where a maximum in ``tops`` is NaN/Inf takes its finite maximum in one more pass
+    (``codecs.quantize_blockwise``: a NaN/Inf does not enter the scale); the codes draw on
+    the v stream's hash."""
+    centered, momentum_mode = flags[CENTERED] == 1, flags[MOMENTUM_MODE] != 0
+    top_v = _finite_top(new[0], count, tops[0])
+    top_m = _finite_top(new[1], count, tops[1]) if centered else tops[1]
+    top_b = _finite_top(new[2], count, tops[2]) if momentum_mode else tops[2]
     _encode_codes(new[0], vq, start, count, top_v, 0, hashes, offsets[0])
     if centered:
         _encode_codes(new[1], mq, start, count, top_m, 1, hashes, offsets[0])
@@ -488,6 +494,11 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float", bf16_param
     it runs ``chunk(..., t, start, stop, ...)`` for every chunk in parallel.
     """
     centered, momentum_mode = flags[3] == 1, flags[7] != 0
+    # torch's lerp (the centered mean, EMA form "torch") takes one of two formulas by its
+    # weight: the element loops are written once per formula, each with it a constant (a
+    # per-element choice between two multiply-adds made LLVM's cost model refuse to
+    # vectorise the compact-state loops: 5-6x slower); in other variants it is unused
+    lerp_matters = centered and flags[EMA] == 0
     bf16 = bf16_params
     variant = (flags, state_format, bf16_params)
 
@@ -501,7 +512,13 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float", bf16_param
         m = numba.carray(_as_pointer(addresses[t, 3] or addresses[t, 2]), n, s.dtype)
         b = numba.carray(_as_pointer(addresses[t, 4] or addresses[t, 2]), n, s.dtype)
         correction = (corrections[t, 0], corrections[t, 1], corrections[t, 2])
-        p_offset = offsets[t, 3]
+        if lerp_matters and not lerp_low:
+            float_elements(p, g, v, m, b, start, stop, s, correction, offsets[t, 3], False)
+        else:
+            float_elements(p, g, v, m, b, start, stop, s, correction, offsets[t, 3], True)
+
+    @njit(inline="always")
+    def float_elements(p, g, v, m, b, start, stop, s, correction, p_offset, lerp_low):
         for i in range(start, stop):
             mi = m[i] if centered else s[EPS]
             bi = b[i] if momentum_mode else s[EPS]
@@ -524,7 +541,14 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float", bf16_param
         m = numba.carray(_as_pointer(addresses[t, 3] or addresses[t, 2]), n, np.uint16)
         b = numba.carray(_as_pointer(addresses[t, 4] or addresses[t, 2]), n, np.uint16)
         correction = (corrections[t, 0], corrections[t, 1], corrections[t, 2])
-        v_offset, m_offset, b_offset, p_offset = offsets[t]
+        if lerp_matters and not lerp_low:
+            bf16_elements(p, g, v, m, b, start, stop, s, correction, offsets[t], False)
+        else:
+            bf16_elements(p, g, v, m, b, start, stop, s, correction, offsets[t], True)
+
+    @njit(inline="always")
+    def bf16_elements(p, g, v, m, b, start, stop, s, correction, offsets, lerp_low):
+        v_offset, m_offset, b_offset, p_offset = offsets
         for i in range(start, stop):
             mi = _bf16_decode(m[i]) if centered else s[EPS]
             bi = _bf16_decode(b[i]) if momentum_mode else s[EPS]
@@ -540,10 +564,17 @@ def _make_kernel(flags: tuple[int, ...], state_format: str = "float", bf16_param
     @_jit(variant)
     def int8_block(s, lerp_low, correction, p, g, vq, mq, bq, start, count, scale, new, offsets,
                    hashes):  # fmt: skip
-        """``_int8_block`` with this kernel's switches, compiled once and called at the two
-        sites of ``int8_chunk`` (inlining it at both doubled the compile time)."""
-        return _int8_block(flags, s, lerp_low, correction, p, g, vq, mq, bq, start, count, scale,
-                           new, offsets, hashes, bf16)  # fmt: skip
+        """One block of 8-bit state: decoded, updated, re-encoded (``_int8_update``,
+        ``_int8_encode``) with this kernel's switches; returns the new scales. Compiled once
+        and called at the two sites of ``int8_chunk`` (inlining it at both doubled the
+        compile time)."""
+        if lerp_matters and not lerp_low:
+            tops = _int8_update(flags, s, False, correction, p, g, vq, mq, bq, start, count,
+                                scale, new, offsets, bf16)  # fmt: skip
+        else:
+            tops = _int8_update(flags, s, True, correction, p, g, vq, mq, bq, start, count,
+                                scale, new, offsets, bf16)  # fmt: skip
+        return _int8_encode(flags, vq, mq, bq, start, count, new, tops, offsets, hashes)
 
     @_jit(variant)
     def int8_chunk(addresses, sizes, corrections, t, start, stop, s, scales, offsets):
