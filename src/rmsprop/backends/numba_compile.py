@@ -2,7 +2,8 @@
 per kernel cache, shared by every program on the machine.
 
 A kernel is compiled once per switch combination, storage and dtype (2-4 s each on two
-cores, 11-12 s with 8-bit state: ``benchmarks/kernel_compile.py``) and cached on disk by
+cores, 11-12 s with 8-bit state, about 6 s more centered: ``benchmarks/kernel_compile.py``,
+BENCHMARKS.md) and cached on disk by
 numba. With ``impl="auto"``, a step whose kernel is not loaded yet does not wait: the
 planner asks :func:`ready` and, if not, :func:`prepare` requests the kernel and steps run
 the stand-in path meanwhile (torch's operations, per tensor or foreach, with the kernel's
