@@ -462,7 +462,7 @@ def test_a_step_either_succeeds_or_changes_nothing(kinds, impl, state_dtype, non
 )  # fmt: skip
 def test_the_whole_group_check_agrees_with_the_per_tensor_check(kinds, state_dtype, momentum,
                                                                  seed):  # fmt: skip
-    """The planner first checks a group column by column (fast, for the usual step) and
+    """The planner first checks a group in one pass (fast, for the usual step) and
     falls back to checking tensor by tensor: when the fast check accepts a group, its plan
     (back end, tasks, their facts and tensors, state found) is the per-tensor check's."""
     from rmsprop.optim import planner

@@ -218,8 +218,8 @@ def _examine_uniform(plan: Plan,
     """``_examine`` at a glance for the usual step of a large model: real parameters of one
     dtype and device, contiguous, dense gradients of their shape and dtype, complete state
     in the group's form (under int8: 8-bit for the large tensors, fp32 for the small),
-    contiguous, of their shape and device. The same checks, read column by column and
-    compared as lists (in C): about half the cost per tensor. Returns None (``_examine``
+    contiguous, of their shape and device. The same checks in one pass, without
+    ``inspect``'s paths for what is uncommon or wrong. Returns None (``_examine``
     decides, tensor by tensor) when anything differs."""
     params, n = plan.params, len(plan.params)
     if plan.sharded or not n or params[0].dtype not in REAL_FLOATS:
@@ -253,57 +253,50 @@ def _storage_parts(plan: Plan) -> dict[Storage, range | list[int]]:
 def _uniform_kind(params: list[Tensor], grads: list[Tensor], states: list[Any], storage: Storage,
                   form: StateForm, names: list[str]) -> tuple[Any, ...] | None:  # fmt: skip
     """The kind ``inspect`` would give every one of these tensors, or None if they differ
-    or any check would fail."""
-    n, dtype, device = len(params), params[0].dtype, params[0].device
-    stored = form.stored_dtype(params[0], storage)
+    or any check would fail. One pass, each attribute read once (measured faster than
+    comparing columns of attributes, for 6 tensors and for 400)."""
+    first = params[0]
+    dtype, device, cpu = first.dtype, first.device, first.is_cpu
+    stored = form.stored_dtype(first, storage)
+    int8 = storage is Storage.INT8
+    keys = [f"{name}_codes" if int8 else name for name in names]
+    step_dtype = None
     try:
-        shapes = [p.shape for p in params]
-        if ([p.dtype for p in params].count(dtype) != n or [g.dtype for g in grads].count(dtype) != n
-                or [g.shape for g in grads] != shapes or not all([p.is_contiguous() for p in params])
-                or any([g.is_sparse for g in grads]) or not _same_device(params, device)
-                or not _same_device(grads, device)):  # fmt: skip
-            return None
-        blocks = [num_blocks(s.numel()) for s in shapes] if storage is Storage.INT8 else None
-        if not all(_uniform_buffers(states, name, storage, stored, shapes, blocks, device)
-                   for name in names):  # fmt: skip
-            return None
-        steps = [st["step"] for st in states]
-        step_dtype = steps[0].dtype
-        if (step_dtype not in STEP_DTYPES or [s.dtype for s in steps].count(step_dtype) != n
-                or [s.numel() for s in steps].count(1) != n
-                or (device.type == "cpu" and not all([s.is_cpu for s in steps]))):  # fmt: skip
-            return None
+        for p, g, st in zip(params, grads, states):
+            shape = p.shape
+            if (p.dtype is not dtype or g.dtype is not dtype or g.shape != shape or g.is_sparse
+                    or not p.is_contiguous()
+                    or not (p.is_cpu and g.is_cpu if cpu else p.device == device == g.device)):  # fmt: skip
+                return None
+            for key in keys:
+                b = st[key]
+                if (b.dtype is not stored or b.shape != shape or not b.is_contiguous()
+                        or not (b.is_cpu if cpu else b.device == device)):  # fmt: skip
+                    return None
+            if int8 and not _scales_fit(st, names, shape, device, cpu):
+                return None
+            step = st["step"]
+            step_dtype = step_dtype or step.dtype
+            if step.dtype is not step_dtype or step.numel() != 1 or (cpu and not step.is_cpu):
+                return None
     except (AttributeError, TypeError, KeyError):  # a state, buffer or step missing or odd
         return None  # (never compared with ``in``: ``tensor == None`` is slow)
+    if step_dtype not in STEP_DTYPES:
+        return None
     return (device, dtype, storage, stored, True, True, True, False, None, step_dtype)
 
 
-def _uniform_buffers(states: list[Any], name: str, storage: Storage, stored: torch.dtype,
-                     shapes: list[torch.Size], blocks: list[int] | None,
-                     device: torch.device) -> bool:  # fmt: skip
-    """Buffer ``name`` of every state: in form, of its parameter's shape, contiguous (and
-    for 8-bit state, ``blocks`` float32 scales)."""
-    n = len(states)
-    key = f"{name}_codes" if storage is Storage.INT8 else name
-    buffers = [st[key] for st in states]
-    if ([b.dtype for b in buffers].count(stored) != n or [b.shape for b in buffers] != shapes
-            or not _same_device(buffers, device) or not all([b.is_contiguous() for b in buffers])):  # fmt: skip
-        return False
-    if storage is not Storage.INT8:
-        return True
-    scales = [st[f"{name}_scale"] for st in states]
-    return (
-        [s.dtype for s in scales].count(torch.float32) == n
-        and [s.numel() for s in scales] == blocks
-        and _same_device(scales, device)
-        and all([s.is_contiguous() for s in scales])
-    )
-
-
-def _same_device(tensors: list[Tensor], device: torch.device) -> bool:
-    if device.type == "cpu":
-        return all([t.is_cpu for t in tensors])
-    return [t.device for t in tensors].count(device) == len(tensors)
+def _scales_fit(state: dict[str, Any], names: list[str], shape: torch.Size,
+                device: torch.device, cpu: bool) -> bool:  # fmt: skip
+    """8-bit state: each buffer's float32 block scales, one per block, contiguous."""
+    blocks = num_blocks(shape.numel())
+    for name in names:
+        scale = state[f"{name}_scale"]
+        if (scale.dtype is not torch.float32 or scale.numel() != blocks
+                or not scale.is_contiguous()
+                or not (scale.is_cpu if cpu else scale.device == device)):  # fmt: skip
+            return False
+    return True
 
 
 def _facts(kind: tuple[Any, ...], plan: Plan, position: int) -> Facts:
