@@ -422,7 +422,8 @@ def _find_folder(numba_cache_dir: str, xdg_cache_home: str, home: str) -> Path |
 
 
 def mark(key: Key, math: str) -> None:
-    """Record that the kernel is loaded here and compiled in the disk cache."""
+    """Record that the kernel is loaded here and compiled in the disk cache (and, with
+    ``RMSPROP_RECORD_KERNELS`` set, in that file: ``record``)."""
     name = marker_name(key, math)
     if name in _COMPILED:
         return
@@ -432,6 +433,48 @@ def mark(key: Key, math: str) -> None:
             (folder / name).touch()
             _withdraw(folder, name)
     _COMPILED.add(name)
+    record(key, math)
+
+
+RECORD = "RMSPROP_RECORD_KERNELS"
+
+
+def record(key: Key, math: str) -> None:
+    """With ``RMSPROP_RECORD_KERNELS=FILE``: append the kernel this process loaded (once per
+    process) to FILE, one JSON line ``[flags, storage, bf16 params, math]``, for ``rmsprop
+    warmup --kernels FILE`` to compile ahead of time (e.g. into a container image). Every
+    process that inherits the variable appends to the same file (one short ``O_APPEND``
+    write: lines do not interleave)."""
+    path = os.environ.get(RECORD)
+    if not path:
+        return
+    flags, storage, bf16 = key
+    line = json.dumps([list(flags), int(storage), bool(bf16), math]) + "\n"
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+
+def read_recorded(path: Path) -> list[tuple[Key, str]]:
+    """The kernels listed in ``path`` (``record``'s lines; blank lines and ``#`` comments
+    skipped), each once, in order. ``ValueError`` naming the line if one is not a kernel."""
+    kernels: dict[tuple[Key, str], None] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            flags, storage, bf16, math = json.loads(line)
+            key = (tuple(int(f) for f in flags), int(storage), bool(bf16))
+            if math not in ("float32", "float64") or not 0 <= key[1] <= 2:
+                raise ValueError
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{path}, line {number}: not a kernel recorded by "
+                             f"{RECORD} ([flags, storage, bf16 params, math]): {line!r}") from err  # fmt: skip
+        kernels[(key, math)] = None
+    return list(kernels)
 
 
 def _after_fork_in_child() -> None:

@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=("fp32", "bf16", "int8"),
                         help="state form (repeatable; default fp32)")  # fmt: skip
     add_switches(warmup, "without them: plain, momentum, centered, both")
+    warmup.add_argument("--kernels", type=Path, default=None, metavar="FILE",
+                        help="compile the kernels a run recorded in FILE (run it with "
+                             "RMSPROP_RECORD_KERNELS=FILE) instead")  # fmt: skip
+    warmup.add_argument("--jobs", type=int, default=1,
+                        help="with --kernels: processes that compile at once (default 1)")  # fmt: skip
 
     explain = sub.add_parser("explain", help="the exact update equations a preset runs")
     explain.add_argument("preset")
@@ -199,6 +204,15 @@ def _run(args: argparse.Namespace) -> int:
         from ..presets import get_preset
         from .warmup import warm_up
 
+        if args.jobs < 1:
+            raise UsageError(f"--jobs {args.jobs}: must be at least 1")
+        if args.kernels is not None:
+            if args.preset or args.state_dtype or overrides(args):
+                raise UsageError("--kernels takes no --preset, --state-dtype or switches "
+                                 "(the file names each kernel)")  # fmt: skip
+            from .warmup import warm_up_recorded
+
+            return warm_up_recorded(args.kernels, args.jobs, Console())
         presets = args.preset or ["torch"]
         for name in presets:
             get_preset(name)  # an unknown preset is an error before any compile

@@ -42,3 +42,99 @@ def warm_up(presets: list[str], states: list[str], changes: dict[str, Any], cons
                 console.print(f"{preset}, {state} state, {name}: "
                               f"{time.perf_counter() - start:.1f} s")  # fmt: skip
     return 0
+
+
+#: rough compile seconds by state storage (float, bf16, 8-bit), to share kernels among jobs
+_COST = (4.0, 4.5, 13.0)
+
+
+def warm_up_recorded(path, jobs: int, console) -> int:
+    """Compile each kernel listed in ``path`` (recorded by a run with
+    ``RMSPROP_RECORD_KERNELS=path``), in this process or shared among ``jobs`` processes
+    that end when their share is compiled."""
+    from ..backends import numba_compile, unavailable_reason
+    from .checks import UsageError
+
+    try:
+        kernels = numba_compile.read_recorded(path)
+    except OSError as err:
+        raise UsageError(f"--kernels {path}: cannot be read ({err.strerror})") from None
+    except ValueError as err:
+        raise UsageError(f"--kernels {err}") from None
+    reason = unavailable_reason("numba")
+    if reason is not None:
+        raise UsageError(f"the fused CPU kernels cannot be compiled here: {reason}")
+    console.print(f"numba's kernel cache: {numba_compile.cache_folder()}; "
+                  f"{len(kernels)} kernel(s) from {path}", soft_wrap=True)  # fmt: skip
+    start = time.perf_counter()
+    if jobs <= 1 or len(kernels) <= 1:
+        _compile_each(kernels, console)
+    else:
+        _compile_in_processes(kernels, jobs, console)
+    console.print(f"done in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _compile_each(kernels, console) -> None:
+    from ..backends import numba_compile
+
+    for key, math in kernels:
+        start = time.perf_counter()
+        numba_compile.compile_here(key, math)
+        console.print(f"kernel {_describe(key, math)}: {time.perf_counter() - start:.1f} s")
+
+
+def _describe(key, math: str) -> str:
+    flags, storage, bf16 = key
+    state = ("fp32", "bf16", "int8")[storage]
+    return f"{''.join(map(str, flags))}, {state} state, {'bf16' if bf16 else math} params"
+
+
+def _compile_in_processes(kernels, jobs: int, console) -> None:
+    """Each share (the costliest kernels first, each to the least loaded process) compiled
+    by a ``rmsprop warmup --kernels`` process of its own; the step counters' and the
+    finiteness check's small kernels meanwhile here. Ctrl-C stops them all."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    shares: list[list] = [[] for _ in range(jobs)]
+    loads = [0.0] * jobs
+    for key, math in sorted(kernels, key=lambda k: -_COST[k[0][1]]):
+        least = loads.index(min(loads))
+        shares[least].append((key, math))
+        loads[least] += _COST[key[1]]
+    with tempfile.TemporaryDirectory() as folder:
+        processes = []
+        try:
+            for i, share in enumerate(s for s in shares if s):
+                listing = Path(folder) / f"share-{i}.txt"
+                listing.write_text("".join(json.dumps([list(k[0]), k[1], k[2], m]) + "\n"
+                                           for k, m in share))  # fmt: skip
+                command = [sys.executable, "-m", "rmsprop", "warmup", "--kernels", str(listing)]
+                processes.append(subprocess.Popen(command, stdin=subprocess.DEVNULL))
+            _compile_helpers()
+            failed = [p.args for p in processes if p.wait() != 0]
+        finally:
+            for p in processes:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+    if failed:
+        from .checks import UsageError
+
+        raise UsageError(f"{len(failed)} of the warmup processes failed (their output is above)")
+
+
+def _compile_helpers() -> None:
+    """The small kernels every fused step uses: the step counters' increment (float32 and
+    float64) and the finiteness check (``nonfinite="skip"``/``"raise"``)."""
+    import torch
+
+    from ..backends import numba_kernels
+
+    for dtype in (torch.float32, torch.float64):
+        numba_kernels.increment_steps([torch.zeros(1, dtype=dtype)], False)
+        numba_kernels.any_nonfinite([torch.zeros(4, dtype=dtype)])
