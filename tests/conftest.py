@@ -45,6 +45,7 @@ QUICK_LEAVES_OUT = (
     # Keras on its other backends: one pytest process each (started only for this test)
     "tests/frontends/test_keras.py::test_every_keras_test_on_the_other_backends",
     "tests/cli/test_cli.py::test_warmup_compiles_ahead",  # a compile, then a new process
+    "tests/cli/test_cli.py::test_a_recorded_run",  # compiles, then two processes compile
     "tests/cli/test_cli.py::test_demo_command_prints_a_summary",  # the report tests run the demo
     "tests/optim/test_reliability.py::test_fuzz_no_crash",  # hundreds of random steps
     "tests/optim/test_reliability.py::test_resume_in_a_new_process",

@@ -351,6 +351,60 @@ def test_info_prints_brackets_as_text(monkeypatch, capsys):
     assert reason in capsys.readouterr().out
 
 
+def test_a_recorded_run_s_kernels_are_compiled_ahead_by_warmup_on_two_processes(tmp_path):
+    """A run with ``RMSPROP_RECORD_KERNELS=FILE`` lists each kernel it loaded once per
+    process; ``rmsprop warmup --kernels FILE --jobs 2`` compiles each into another empty
+    cache (two processes, each its share), where the step's readiness markers then say so."""
+    import json
+
+    from rmsprop.backends import numba_compile
+
+    listing = tmp_path / "kernels.txt"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "first"),
+           "RMSPROP_BACKGROUND_COMPILE": "0", "RMSPROP_RECORD_KERNELS": str(listing)}  # fmt: skip
+    code = ("import torch, rmsprop\n"
+            "for momentum in (0.0, 0.9, 0.0):\n"
+            "    p = torch.zeros(1000, requires_grad=True); p.grad = torch.ones(1000)\n"
+            "    opt = rmsprop.RMSprop([p], momentum=momentum); opt.step(); opt.step()\n"
+            "    assert opt.last_impl[0] == 'numba', opt.last_plan\n")  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [json.loads(line) for line in listing.read_text().splitlines()]
+    assert len(lines) == 2 and lines[0][0] != lines[1][0], lines  # plain, momentum: once each
+    kernels = numba_compile.read_recorded(listing)
+    assert [[list(key[0]), key[1], key[2], math] for key, math in kernels] == lines
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "second")}
+    env.pop("RMSPROP_RECORD_KERNELS", None)
+    warm = subprocess.run([sys.executable, "-m", "rmsprop", "warmup", "--kernels", str(listing),
+                           "--jobs", "2"], capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert warm.returncode == 0, warm.stdout + warm.stderr[-3000:]
+    assert warm.stdout.count("fp32 state, float32 params:") == 2, warm.stdout
+    assert warm.stdout.count("1 kernel(s) from") == 2, warm.stdout  # one share per process
+    folder = numba_compile._find_folder(str(tmp_path / "second"), "", os.path.expanduser("~"))
+    for key, math in kernels:
+        assert (folder / numba_compile.marker_name(key, math)).exists(), (key, math)
+
+
+def test_warmup_kernels_refuses_bad_input_by_name(tmp_path, capsys):
+    """A file that is missing or holds something other than kernels, ``--jobs 0``, or
+    ``--kernels`` with switches: an error naming the option and the line, nothing compiled."""
+    bad = tmp_path / "bad.txt"
+    bad.write_text('# a comment\n\n[[0, 0], 7, false, "float32"]\n')
+    good = tmp_path / "good.txt"
+    good.write_text('[[0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0, false, "float32"]\n')
+    cases = [
+        (["--kernels", str(tmp_path / "missing.txt")], "cannot be read"),
+        (["--kernels", str(bad)], "bad.txt, line 3: not a kernel recorded by RMSPROP_RECORD_KERNELS"),
+        (["--kernels", str(good), "--jobs", "0"], "--jobs 0: must be at least 1"),
+        (["--kernels", str(good), "--preset", "keras"], "--kernels takes no --preset"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert main(["warmup", *argv]) == 2
+        assert message in capsys.readouterr().err, argv
+
+
 def test_warmup_compiles_ahead_and_a_later_auto_step_runs_fused_at_once(tmp_path):
     """``rmsprop warmup`` writes the kernels to numba's disk cache: a new process with the
     background compile on then loads the kernel and runs fused within a few steps."""
