@@ -100,3 +100,21 @@ def test_float32_ulps_table_is_what_the_tests_hold():
     assert rows["JAX (`rmsprop.optax`)"] == {p: float(v) for p, v in JAX.items()}
     assert rows["Keras, torch backend"] == {p: float(v) for p, v in KERAS["torch"].items()}
     assert rows["Keras, jax backend"] == {p: float(v) for p, v in KERAS["jax"].items()}
+
+
+def test_ci_compiles_the_suites_recorded_kernels_ahead():
+    """``.ci/run`` compiles the kernels of ``tests/kernels.txt`` before the tests; the list
+    holds kernels this version builds (one flag per switch slot of ``kernel_key``)."""
+    import torch
+
+    from rmsprop.backends import numba_compile, numba_cpu
+    from rmsprop.backends.base import Hyper
+    from rmsprop.lowbit.forms import Storage
+
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "rmsprop warmup --kernels tests/kernels.txt" in ci
+    kernels = numba_compile.read_recorded(README.parent / "tests" / "kernels.txt")
+    slots = len(numba_cpu.kernel_key(Hyper(0.9, 1e-8, 0, 0, False, False), Storage.FLOAT, False)[0])
+    assert len(kernels) >= 10
+    assert all(len(key[0]) == slots for key, _ in kernels)
+    assert {math for _, math in kernels} <= {str(torch.float32).removeprefix("torch."), "float64"}
