@@ -27,6 +27,8 @@ HEADER = """\
 
 
 def main() -> int:
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: python {sys.argv[0]} RECORDED_FILE (see this script's docstring)")
     recorded = numba_compile.read_recorded(Path(sys.argv[1]))
     folder = numba_compile.cache_folder()
     if folder is None:

@@ -399,7 +399,21 @@ def test_warmup_kernels_refuses_bad_input_by_name(tmp_path, capsys):
         (["--kernels", str(bad)], "bad.txt, line 3: not a kernel recorded by RMSPROP_RECORD_KERNELS"),
         (["--kernels", str(good), "--jobs", "0"], "--jobs 0: must be at least 1"),
         (["--kernels", str(good), "--preset", "keras"], "--kernels takes no --preset"),
+        (["--jobs", "2"], "--jobs goes with --kernels"),
     ]  # fmt: skip
+    stale = {  # another version's slot count, an unknown code, a string for a bool, overflow
+        "slots": '[[0, 0], 0, false, "float32"]',
+        "code": '[[0, 0, 0, 0, 0, 0, 0, 0, 0, 7], 0, false, "float32"]',
+        "bool": '[[0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0, "false", "float32"]',
+        "overflow": '[[0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 1e400, false, "float32"]',
+    }
+    for name, line in stale.items():
+        path = tmp_path / f"{name}.txt"
+        path.write_text(line + "\n")
+        cases.append((["--kernels", str(path)], f"{name}.txt, line 1: not a kernel recorded"))
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\xff\xfe\x00")
+    cases.append((["--kernels", str(binary)], "binary.txt: not a text file of recorded kernels"))
     for argv, message in cases:
         assert main(["warmup", *argv]) == 2
         assert message in capsys.readouterr().err, argv

@@ -450,26 +450,42 @@ def record(key: Key, math: str) -> None:
         return
     flags, storage, bf16 = key
     line = json.dumps([list(flags), int(storage), bool(bf16), math]) + "\n"
-    with contextlib.suppress(OSError):
+    try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line.encode())
         finally:
             os.close(fd)
+    except OSError as err:
+        said = f"{RECORD}={path}: {err.strerror}"
+        if said not in _SAID:
+            _SAID.add(said)
+            log.warning("rmsprop: the kernels this process loads are not recorded: %s", said)
 
 
 def read_recorded(path: Path) -> list[tuple[Key, str]]:
     """The kernels listed in ``path`` (``record``'s lines; blank lines and ``#`` comments
-    skipped), each once, in order. ``ValueError`` naming the line if one is not a kernel."""
+    skipped), each once, in order. ``ValueError`` naming the line if one is not a kernel of
+    this version (its number of switch slots, codes 0-2, storage 0-2, a bool, a math dtype)."""
+    from .base import Hyper
+
+    slots = len(Hyper(0.9, 1e-8, 0.0, 0.0, False, False).kernel_switches()) + 1
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file of recorded kernels") from None
     kernels: dict[tuple[Key, str], None] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
             flags, storage, bf16, math = json.loads(line)
-            key = (tuple(int(f) for f in flags), int(storage), bool(bf16))
-            if math not in ("float32", "float64") or not 0 <= key[1] <= 2:
+            if not (isinstance(flags, list) and len(flags) == slots
+                    and all(type(f) is int and 0 <= f <= 2 for f in flags)
+                    and type(storage) is int and 0 <= storage <= 2 and type(bf16) is bool
+                    and math in ("float32", "float64")):  # fmt: skip
                 raise ValueError
+            key = (tuple(flags), storage, bf16)
         except (ValueError, TypeError) as err:
             raise ValueError(f"{path}, line {number}: not a kernel recorded by "
                              f"{RECORD} ([flags, storage, bf16 params, math]): {line!r}") from err  # fmt: skip

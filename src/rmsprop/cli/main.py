@@ -213,6 +213,8 @@ def _run(args: argparse.Namespace) -> int:
             from .warmup import warm_up_recorded
 
             return warm_up_recorded(args.kernels, args.jobs, Console())
+        if args.jobs != 1:
+            raise UsageError("--jobs goes with --kernels (the presets' kernels compile here)")
         presets = args.preset or ["torch"]
         for name in presets:
             get_preset(name)  # an unknown preset is an error before any compile

@@ -4,6 +4,7 @@ single-tensor path while they compile in the background)."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -46,6 +47,8 @@ def warm_up(presets: list[str], states: list[str], changes: dict[str, Any], cons
 
 #: rough compile seconds by state storage (float, bf16, 8-bit), to share kernels among jobs
 _COST = (4.0, 4.5, 13.0)
+#: set in a ``--jobs`` process: its parent compiles the small helper kernels
+_SHARE = "RMSPROP_WARMUP_SHARE"
 
 
 def warm_up_recorded(path, jobs: int, console) -> int:
@@ -68,16 +71,18 @@ def warm_up_recorded(path, jobs: int, console) -> int:
                   f"{len(kernels)} kernel(s) from {path}", soft_wrap=True)  # fmt: skip
     start = time.perf_counter()
     if jobs <= 1 or len(kernels) <= 1:
-        _compile_each(kernels, console)
+        _compile_each(kernels, console, helpers=os.environ.get(_SHARE) != "1")
     else:
         _compile_in_processes(kernels, jobs, console)
     console.print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 
 
-def _compile_each(kernels, console) -> None:
+def _compile_each(kernels, console, helpers: bool = True) -> None:
     from ..backends import numba_compile
 
+    if helpers:
+        _compile_helpers()
     for key, math in kernels:
         start = time.perf_counter()
         numba_compile.compile_here(key, math)
@@ -95,6 +100,7 @@ def _compile_in_processes(kernels, jobs: int, console) -> None:
     by a ``rmsprop warmup --kernels`` process of its own; the step counters' and the
     finiteness check's small kernels meanwhile here. Ctrl-C stops them all."""
     import json
+    import signal
     import subprocess
     import sys
     import tempfile
@@ -114,9 +120,14 @@ def _compile_in_processes(kernels, jobs: int, console) -> None:
                 listing.write_text("".join(json.dumps([list(k[0]), k[1], k[2], m]) + "\n"
                                            for k, m in share))  # fmt: skip
                 command = [sys.executable, "-m", "rmsprop", "warmup", "--kernels", str(listing)]
-                processes.append(subprocess.Popen(command, stdin=subprocess.DEVNULL))
+                processes.append(subprocess.Popen(command, stdin=subprocess.DEVNULL,
+                                                  env={**os.environ, _SHARE: "1"}))  # fmt: skip
             _compile_helpers()
-            failed = [p.args for p in processes if p.wait() != 0]
+            previous = signal.signal(signal.SIGTERM, _stop)  # a SIGTERM stops them too
+            try:
+                failed = [p.args for p in processes if p.wait() != 0]
+            finally:
+                signal.signal(signal.SIGTERM, previous)
         finally:
             for p in processes:
                 if p.poll() is None:
@@ -126,6 +137,10 @@ def _compile_in_processes(kernels, jobs: int, console) -> None:
         from .checks import UsageError
 
         raise UsageError(f"{len(failed)} of the warmup processes failed (their output is above)")
+
+
+def _stop(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _compile_helpers() -> None:
