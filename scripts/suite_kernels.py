@@ -11,7 +11,6 @@ cache this checkout's tests share (numba's folder for ``src/rmsprop/backends``),
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -37,10 +36,10 @@ def main() -> int:
         (key, math) for key, math in recorded
         if (folder / numba_compile.marker_name(key, math)).exists()
     )  # fmt: skip
-    lines = [json.dumps([list(key[0]), key[1], key[2], math]) for key, math in kept]
     target = Path(__file__).resolve().parent.parent / "tests" / "kernels.txt"
     partial = target.with_suffix(".tmp")
-    partial.write_text(HEADER + "".join(line + "\n" for line in lines), encoding="utf-8")
+    lines = "".join(numba_compile.recorded_line(key, math) for key, math in kept)
+    partial.write_text(HEADER + lines, encoding="utf-8")
     partial.replace(target)
     print(f"{len(kept)} of {len(recorded)} recorded kernels are in {folder}: {target}")
     return 0

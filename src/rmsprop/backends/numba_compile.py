@@ -448,8 +448,7 @@ def record(key: Key, math: str) -> None:
     path = os.environ.get(RECORD)
     if not path:
         return
-    flags, storage, bf16 = key
-    line = json.dumps([list(flags), int(storage), bool(bf16), math]) + "\n"
+    line = recorded_line(key, math)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -461,6 +460,12 @@ def record(key: Key, math: str) -> None:
         if said not in _SAID:
             _SAID.add(said)
             log.warning("rmsprop: the kernels this process loads are not recorded: %s", said)
+
+
+def recorded_line(key: Key, math: str) -> str:
+    """One kernel as a line of a recorded file (``read_recorded`` reads it back)."""
+    flags, storage, bf16 = key
+    return json.dumps([list(flags), int(storage), bool(bf16), math]) + "\n"
 
 
 def read_recorded(path: Path) -> list[tuple[Key, str]]:

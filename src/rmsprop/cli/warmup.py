@@ -99,12 +99,13 @@ def _compile_in_processes(kernels, jobs: int, console) -> None:
     """Each share (the costliest kernels first, each to the least loaded process) compiled
     by a ``rmsprop warmup --kernels`` process of its own; the step counters' and the
     finiteness check's small kernels meanwhile here. Ctrl-C stops them all."""
-    import json
     import signal
     import subprocess
     import sys
     import tempfile
     from pathlib import Path
+
+    from ..backends import numba_compile
 
     shares: list[list] = [[] for _ in range(jobs)]
     loads = [0.0] * jobs
@@ -117,8 +118,7 @@ def _compile_in_processes(kernels, jobs: int, console) -> None:
         try:
             for i, share in enumerate(s for s in shares if s):
                 listing = Path(folder) / f"share-{i}.txt"
-                listing.write_text("".join(json.dumps([list(k[0]), k[1], k[2], m]) + "\n"
-                                           for k, m in share))  # fmt: skip
+                listing.write_text("".join(numba_compile.recorded_line(k, m) for k, m in share))
                 command = [sys.executable, "-m", "rmsprop", "warmup", "--kernels", str(listing)]
                 processes.append(subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                                   env={**os.environ, _SHARE: "1"}))  # fmt: skip
